@@ -1,0 +1,26 @@
+"""rnnkit: recurrent neural networks on JAX, with the names of Geron's Chapter 14."""
+
+from rnnkit.activations import ACTIVATIONS, get_activation
+from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
+from rnnkit.pytree import replace
+from rnnkit.unroll import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_rnn
+from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, OutputProjectionWrapper, ResidualWrapper
+
+__all__ = [
+    "ACTIVATIONS",
+    "BasicRNNCell",
+    "Dense",
+    "DropoutWrapper",
+    "GRUCell",
+    "LSTMCell",
+    "LSTMStateTuple",
+    "MultiRNNCell",
+    "OutputProjectionWrapper",
+    "ResidualWrapper",
+    "bidirectional_dynamic_rnn",
+    "dynamic_rnn",
+    "get_activation",
+    "replace",
+    "reverse_sequence",
+    "static_rnn",
+]

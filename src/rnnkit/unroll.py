@@ -1,0 +1,144 @@
+"""Unrolling a cell through time: ``static_rnn``, ``dynamic_rnn``, ``bidirectional_dynamic_rnn``.
+
+What every unroll computes, as pseudocode::
+
+    state = initial_state or cell.zero_state(B)
+    for t in range(T):
+        output[t], new_state = cell(inputs[t], state)
+        output[t], state = (output[t], new_state) if t < length[b] else (0, state)
+
+``sequence_length`` follows TF1: past a sequence's length the output is zero and the state is
+copied through, so the final state is the one after step ``length - 1`` (the initial state for a
+length of 0). Padded inputs are replaced by zeros before the cell reads them, so NaN in the padding
+reaches neither outputs, states nor gradients. Under ``jit`` the lengths are not checked: a length
+above ``T`` acts as ``T`` and one below 0 acts as 0.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
+from rnnkit.wrappers import begin_sequence, call_cell
+
+
+def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=None):
+    """Unroll ``cell`` over a Python list of steps (the graph grows with ``T``).
+
+    Args:
+      inputs: a non-empty list of ``[B, I]`` arrays, one per time step.
+      initial_state: the cell's state for batch ``B``; zeros when None.
+      sequence_length: optional int ``[B]``; key: optional PRNG key (dropout).
+    Returns:
+      ``(outputs, final_state)``: a list of ``[B, O]`` arrays and the state after the last valid step.
+    """
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        raise ValueError(f"inputs: expected a non-empty list of [B, I] arrays, got {inputs!r:.80}")
+    for t, x in enumerate(inputs):
+        check_cell_inputs(cell, x, f"inputs[{t}]", rank=2)
+        if x.shape != inputs[0].shape:
+            raise ValueError(f"inputs[{t}]: expected shape {inputs[0].shape}, got {x.shape}")
+    state, lengths = _prepare(cell, inputs[0], len(inputs), initial_state, sequence_length)
+    cell = begin_sequence(cell, key)
+    outputs = []
+    for t, x in enumerate(inputs):
+        step_key = None if key is None else jax.random.fold_in(key, t)
+        output, state = _masked_step(cell, x, state, _valid(lengths, t), step_key)
+        outputs.append(output)
+    return outputs, state
+
+
+def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_major=False,
+                key=None):
+    """Unroll ``cell`` with one ``lax.scan``: the compiled program does not grow with ``T``.
+
+    Args:
+      inputs: ``[B, T, I]``, or ``[T, B, I]`` with ``time_major=True``.
+      sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
+    Returns:
+      ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
+    """
+    check_cell_inputs(cell, inputs, "inputs", rank=3)
+    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, I]
+    state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
+    outputs, state = _scan(cell, xs, state, lengths, key)
+    return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
+
+
+def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
+                              initial_state_fw=None, initial_state_bw=None, time_major=False,
+                              key=None):
+    """A forward and a backward ``dynamic_rnn`` over the same inputs.
+
+    The backward cell reads each sequence reversed within its own length (padding stays at the
+    end), and its outputs are reversed back, so ``out_bw[t]`` lines up with ``inputs[t]``.
+    Returns:
+      ``((out_fw, out_bw), (state_fw, state_bw))``, outputs shaped like ``dynamic_rnn``'s.
+    """
+    check_cell_inputs(cell_fw, inputs, "inputs", rank=3)
+    check_cell_inputs(cell_bw, inputs, "inputs", rank=3)
+    key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
+    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, I]
+    num_steps = xs.shape[0]
+    state_fw, lengths = _prepare(cell_fw, xs[0], num_steps, initial_state_fw, sequence_length)
+    state_bw, _ = _prepare(cell_bw, xs[0], num_steps, initial_state_bw, sequence_length)
+    out_fw, state_fw = _scan(cell_fw, xs, state_fw, lengths, key_fw)
+    out_bw, state_bw = _scan(cell_bw, reverse_sequence(xs, lengths), state_bw, lengths, key_bw)
+    out_bw = reverse_sequence(out_bw, lengths)
+    if not time_major:
+        out_fw, out_bw = jnp.swapaxes(out_fw, 0, 1), jnp.swapaxes(out_bw, 0, 1)
+    return (out_fw, out_bw), (state_fw, state_bw)
+
+
+def reverse_sequence(xs, lengths):
+    """Reverse ``xs [T, B, ...]`` along time within each sequence's length (TF1's semantics)."""
+    if lengths is None:
+        return xs[::-1]
+    t = jnp.arange(xs.shape[0])[:, None]  # [T, 1]
+    index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # [T, B]
+    index = index.reshape(index.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, index, axis=0)
+
+
+def _prepare(cell, x0, num_steps, initial_state, sequence_length):
+    """Checked initial state and lengths for a batch whose first step is ``x0 [B, I]``."""
+    batch_size = x0.shape[0]
+    lengths = check_sequence_length(sequence_length, batch_size, num_steps)
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+    if initial_state is None:
+        return cell.zero_state(batch_size, x0.dtype), lengths
+    check_state(cell, initial_state, batch_size, x0.dtype)
+    return initial_state, lengths
+
+
+def _valid(lengths, t):
+    return None if lengths is None else t < lengths  # [B] bool
+
+
+def _select(valid, new, old):
+    """Per example: ``new`` where ``valid``, else ``old`` (for any state pytree)."""
+    def pick(n, o):
+        return jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o)
+    return jax.tree.map(pick, new, old)
+
+
+def _masked_step(cell, x, state, valid, key):
+    if valid is None:
+        return call_cell(cell, x, state, key)
+    x = jnp.where(valid[:, None], x, jnp.zeros_like(x))  # never read the padding
+    output, new_state = call_cell(cell, x, state, key)
+    return jnp.where(valid[:, None], output, jnp.zeros_like(output)), _select(valid, new_state, state)
+
+
+def _scan(cell, xs, state, lengths, key):
+    """The time loop of ``dynamic_rnn`` over time-major ``xs [T, B, I]``."""
+    cell = begin_sequence(cell, key)
+
+    def body(carry, t_x):
+        t, x = t_x
+        step_key = None if key is None else jax.random.fold_in(key, t)
+        output, carry = _masked_step(cell, x, carry, _valid(lengths, t), step_key)
+        return carry, output
+
+    state, outputs = jax.lax.scan(body, state, (jnp.arange(xs.shape[0]), xs))
+    return outputs, state
