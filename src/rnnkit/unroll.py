@@ -17,8 +17,12 @@ above ``T`` acts as ``T`` and one below 0 acts as 0.
 import jax
 import jax.numpy as jnp
 
+from rnnkit import speed
+from rnnkit.bptt import fusable, fused_recurrence
 from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
-from rnnkit.wrappers import begin_sequence, call_cell
+from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell
+
+BPTT_MODES = ("auto", "fused", "autodiff")
 
 
 def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=None):
@@ -48,29 +52,33 @@ def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=No
 
 
 def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_major=False,
-                key=None):
+                key=None, bptt="auto", unroll=None):
     """Unroll ``cell`` with one ``lax.scan``: the compiled program does not grow with ``T``.
 
     Args:
       inputs: ``[B, T, I]``, or ``[T, B, I]`` with ``time_major=True``.
       sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
+      bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan)
+        or "auto" (the faster one for this cell and shape, by the rule in ``speed.py``).
+      unroll: time steps per compiled loop iteration; None picks by the rule in ``speed.py``.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
     check_cell_inputs(cell, inputs, "inputs", rank=3)
     xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, I]
     state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
-    outputs, state = _scan(cell, xs, state, lengths, key)
+    outputs, state = _run(cell, xs, state, lengths, key, bptt, unroll)
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
 
 
 def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
                               initial_state_fw=None, initial_state_bw=None, time_major=False,
-                              key=None):
+                              key=None, bptt="auto", unroll=None):
     """A forward and a backward ``dynamic_rnn`` over the same inputs.
 
     The backward cell reads each sequence reversed within its own length (padding stays at the
     end), and its outputs are reversed back, so ``out_bw[t]`` lines up with ``inputs[t]``.
+    Other arguments as in ``dynamic_rnn``.
     Returns:
       ``((out_fw, out_bw), (state_fw, state_bw))``, outputs shaped like ``dynamic_rnn``'s.
     """
@@ -81,8 +89,9 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
     num_steps = xs.shape[0]
     state_fw, lengths = _prepare(cell_fw, xs[0], num_steps, initial_state_fw, sequence_length)
     state_bw, _ = _prepare(cell_bw, xs[0], num_steps, initial_state_bw, sequence_length)
-    out_fw, state_fw = _scan(cell_fw, xs, state_fw, lengths, key_fw)
-    out_bw, state_bw = _scan(cell_bw, reverse_sequence(xs, lengths), state_bw, lengths, key_bw)
+    out_fw, state_fw = _run(cell_fw, xs, state_fw, lengths, key_fw, bptt, unroll)
+    xs_bw = reverse_sequence(xs, lengths)
+    out_bw, state_bw = _run(cell_bw, xs_bw, state_bw, lengths, key_bw, bptt, unroll)
     out_bw = reverse_sequence(out_bw, lengths)
     if not time_major:
         out_fw, out_bw = jnp.swapaxes(out_fw, 0, 1), jnp.swapaxes(out_bw, 0, 1)
@@ -130,8 +139,63 @@ def _masked_step(cell, x, state, valid, key):
     return jnp.where(valid[:, None], output, jnp.zeros_like(output)), _select(valid, new_state, state)
 
 
-def _scan(cell, xs, state, lengths, key):
-    """The time loop of ``dynamic_rnn`` over time-major ``xs [T, B, I]``."""
+def _run(cell, xs, state, lengths, key, bptt, unroll):
+    """The time loop over time-major ``xs [T, B, I]``: explicit BPTT or autodiff of a scan."""
+    if bptt not in BPTT_MODES:
+        raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
+    if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
+                               or unroll < 1):
+        raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
+    layers = _fused_layers(cell) if key is None else None
+    if bptt == "fused" and layers is None:
+        raise ValueError(
+            f"bptt: 'fused' supports BasicRNNCell (named activation), LSTMCell, GRUCell and "
+            f"MultiRNNCell stacks of them without dropout keys, got {type(cell).__name__}"
+        )
+    shape = speed.Workload(type(layers[0] if layers else cell).__name__, *xs.shape, _units(cell))
+    if unroll is None:
+        unroll = speed.default_unroll(shape)
+    if layers is not None and (bptt == "fused" or bptt == "auto" and speed.prefer_fused(shape)):
+        return _run_fused(layers, isinstance(_unwrap(cell), MultiRNNCell), xs, state, lengths,
+                          unroll)
+    return _scan(cell, xs, state, lengths, key, unroll)
+
+
+def _unwrap(cell):
+    """Without a key a ``DropoutWrapper`` is the identity: look through it."""
+    while isinstance(cell, DropoutWrapper):
+        cell = cell.cell
+    return cell
+
+
+def _units(cell):
+    size = _unwrap(cell).output_size
+    return size if isinstance(size, int) else 0
+
+
+def _fused_layers(cell):
+    """The layers of ``cell`` as a list of fusable cells, or None if the cell is not fusable."""
+    cell = _unwrap(cell)
+    layers = [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
+    return layers if all(fusable(c) for c in layers) else None
+
+
+def _run_fused(layers, stacked, xs, state, lengths, unroll):
+    """Layer after layer, each a full sequence: one input matmul, then the fused recurrence."""
+    valid = None if lengths is None else jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
+    if valid is not None:
+        xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))  # never read the padding
+    states = state if stacked else (state,)
+    finals = []
+    for layer, layer_state in zip(layers, states):
+        xs, layer_state = fused_recurrence(layer, layer.input_projection(xs), layer_state, valid,
+                                           unroll=unroll)
+        finals.append(layer_state)
+    return xs, (tuple(finals) if stacked else finals[0])
+
+
+def _scan(cell, xs, state, lengths, key, unroll=1):
+    """The autodiff time loop: one ``lax.scan`` over steps of the cell."""
     cell = begin_sequence(cell, key)
 
     def body(carry, t_x):
@@ -140,5 +204,5 @@ def _scan(cell, xs, state, lengths, key):
         output, carry = _masked_step(cell, x, carry, _valid(lengths, t), step_key)
         return carry, output
 
-    state, outputs = jax.lax.scan(body, state, (jnp.arange(xs.shape[0]), xs))
+    state, outputs = jax.lax.scan(body, state, (jnp.arange(xs.shape[0]), xs), unroll=unroll)
     return outputs, state

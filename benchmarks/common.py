@@ -1,0 +1,88 @@
+"""Shared pieces of the benchmark scripts: timing, machine facts, rnnkit's train step."""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import rnnkit as rk
+
+CELLS = {"basic": rk.BasicRNNCell, "lstm": rk.LSTMCell, "gru": rk.GRUCell}
+
+
+def median_ms(fn, *, steps=30, rounds=2, warmup=3):
+    """Median wall time of ``fn()`` in ms over ``rounds`` x ``steps`` calls (``fn`` must block)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(rounds):
+        for _ in range(steps):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def machine():
+    """A description of where the figures were taken."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def book_batch(batch_size, num_steps, input_size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, num_steps, input_size), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size).astype(np.int32)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, classes=10, lr=1e-3):
+    """(params, opt_state, step) for cell -> dynamic_rnn -> Dense(final h) -> softmax xent."""
+    k_cell, k_dense = jax.random.split(jax.random.key(0))
+    params = (CELLS[kind](input_size, units, key=k_cell), rk.Dense(units, classes, key=k_dense))
+    optimizer = optax.adam(lr)
+
+    def loss_fn(params, x, y):
+        cell, dense = params
+        _, state = rk.dynamic_rnn(cell, x, bptt=bptt, unroll=unroll)
+        h = state.h if isinstance(state, rk.LSTMStateTuple) else state
+        return optax.softmax_cross_entropy_with_integer_labels(dense(h), y).mean()
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return params, optimizer.init(params), step
+
+
+def time_rnnkit_train(kind, batch, units, **options):
+    x, y = batch
+    params, opt_state, step = rnnkit_train_step(kind, x.shape[-1], units, **options)
+    state = [params, opt_state]
+
+    def run():
+        state[0], state[1], loss = step(state[0], state[1], x, y)
+        loss.block_until_ready()
+
+    return median_ms(run)
+
+
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
