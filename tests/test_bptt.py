@@ -1,0 +1,141 @@
+"""Explicit BPTT (``bptt="fused"``) equals autodiff of the scan, for every built-in cell."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnkit as rk
+from rnnkit.bptt import fusable
+
+T, B, I, H = 5, 4, 3, 6
+LENGTHS = np.array([5, 0, 2, 4], np.int32)
+
+
+def _cells(key):
+    ks = jax.random.split(key, 8)
+    return {
+        "basic-tanh": rk.BasicRNNCell(I, H, key=ks[0]),
+        "basic-relu": rk.BasicRNNCell(I, H, activation="relu", key=ks[1]),
+        "lstm": rk.LSTMCell(I, H, key=ks[2]),
+        "lstm-peepholes": rk.LSTMCell(I, H, use_peepholes=True, forget_bias=0.5, key=ks[3]),
+        "gru-reset-after": rk.GRUCell(I, H, key=ks[4]),
+        "gru-reset-before": rk.GRUCell(I, H, reset_after=False, key=ks[5]),
+        "multi": rk.MultiRNNCell([rk.LSTMCell(I, H, key=ks[6]), rk.GRUCell(H, 4, key=ks[7])]),
+    }
+
+
+CELL_NAMES = list(_cells(jax.random.key(0)))
+
+
+def _randomised(cell, dtype, seed=1):
+    """Every weight (biases and peepholes too) random and non-zero."""
+    leaves, treedef = jax.tree.flatten(cell)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [0.5 * jax.random.normal(k, x.shape, dtype) for k, x in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _loss(cell, x, state0, lengths, bptt, time_major=False):
+    outputs, state = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=state0,
+                                    bptt=bptt, time_major=time_major)
+    state_term = sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state))
+    return jnp.sum(jnp.sin(outputs) * jnp.arange(outputs.shape[-1])) + state_term
+
+
+def _problem(name, dtype):
+    cell = _randomised(_cells(jax.random.key(0))[name], dtype)
+    x = jax.random.normal(jax.random.key(2), (B, T, I), dtype)
+    state0 = jax.tree.map(lambda s: jax.random.normal(jax.random.key(3), s.shape, dtype),
+                          cell.zero_state(B, dtype))
+    return cell, x, state0
+
+
+def _grads(name, dtype, lengths, bptt):
+    cell, x, state0 = _problem(name, dtype)
+    return jax.jit(jax.value_and_grad(_loss, argnums=(0, 1, 2)), static_argnums=(4,))(
+        cell, x, state0, lengths, bptt)
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_fused_equals_autodiff_float64(name, lengths):
+    with jax.enable_x64(True):
+        fused = _grads(name, jnp.float64, lengths, "fused")
+        auto = _grads(name, jnp.float64, lengths, "autodiff")
+        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lstm-peepholes", "gru-reset-after", "multi"])
+def test_fused_equals_autodiff_float32(name):
+    fused = _grads(name, jnp.float32, LENGTHS, "fused")
+    auto = _grads(name, jnp.float32, LENGTHS, "autodiff")
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bidirectional_fused_equals_autodiff():
+    cells = _cells(jax.random.key(0))
+    fw, bw = _randomised(cells["lstm"], jnp.float32), _randomised(cells["gru-reset-after"],
+                                                                 jnp.float32, seed=4)
+    x = jax.random.normal(jax.random.key(2), (B, T, I))
+
+    def loss(cells, bptt):
+        (out_fw, out_bw), states = rk.bidirectional_dynamic_rnn(*cells, x, sequence_length=LENGTHS,
+                                                                bptt=bptt)
+        return jnp.sum(jnp.sin(out_fw)) + jnp.sum(out_bw ** 2) + sum(
+            jnp.sum(s) for s in jax.tree.leaves(states))
+
+    fused = jax.grad(loss)((fw, bw), "fused")
+    auto = jax.grad(loss)((fw, bw), "autodiff")
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_without_key_is_fused_and_with_key_falls_back():
+    cell = rk.DropoutWrapper(rk.LSTMCell(I, H, key=jax.random.key(0)), input_keep_prob=0.5)
+    x = jax.random.normal(jax.random.key(1), (B, T, I))
+    plain, _ = rk.dynamic_rnn(cell.cell, x, bptt="autodiff")
+    fused, _ = rk.dynamic_rnn(cell, x, bptt="fused")
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="bptt: 'fused' supports"):
+        rk.dynamic_rnn(cell, x, bptt="fused", key=jax.random.key(2))
+    dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))  # auto falls back to autodiff
+    assert not np.allclose(dropped, plain)
+
+
+def test_user_cell_without_split_runs_on_autodiff():
+    class Doubler:
+        input_size, output_size, state_size = I, I, I
+
+        def zero_state(self, batch_size, dtype=jnp.float32):
+            return jnp.zeros((batch_size, I), dtype)
+
+        def __call__(self, inputs, state):
+            return 2 * inputs + state, state + inputs
+
+    x = jnp.ones((B, T, I))
+    outputs, state = rk.dynamic_rnn(Doubler(), x)
+    np.testing.assert_allclose(outputs[:, -1], 2 + (T - 1))
+    np.testing.assert_allclose(state, T)
+    assert not fusable(Doubler())
+    with pytest.raises(ValueError, match="got Doubler"):
+        rk.dynamic_rnn(Doubler(), x, bptt="fused")
+
+
+@pytest.mark.parametrize("bad", [dict(bptt="fast"), dict(unroll=0), dict(unroll=2.0)])
+def test_bad_bptt_and_unroll(bad):
+    cell = rk.BasicRNNCell(I, H, key=jax.random.key(0))
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        rk.dynamic_rnn(cell, jnp.ones((B, T, I)), **bad)
+
+
+def test_unroll_factor_does_not_change_results():
+    cell, x, state0 = _problem("lstm", jnp.float32)
+    results = [jax.grad(lambda c: jnp.sum(rk.dynamic_rnn(c, x, unroll=u, bptt=m)[0]))(cell)
+               for u in (1, 3) for m in ("fused", "autodiff")]
+    for other in results[1:]:
+        for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
