@@ -1,5 +1,6 @@
 """rnnkit: recurrent neural networks on JAX, with the names of Geron's Chapter 14."""
 
+from rnnkit import datasets
 from rnnkit.activations import ACTIVATIONS, get_activation
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
 from rnnkit.pytree import replace
@@ -18,6 +19,7 @@ __all__ = [
     "OutputProjectionWrapper",
     "ResidualWrapper",
     "bidirectional_dynamic_rnn",
+    "datasets",
     "dynamic_rnn",
     "get_activation",
     "replace",

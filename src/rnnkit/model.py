@@ -1,0 +1,94 @@
+"""The book's sequence classifier: an image read row by row by an RNN, then a dense layer.
+
+What it computes, as in the book's MNIST example::
+
+    X = images.reshape(-1, n_steps, n_inputs)        # [B, 28, 28]: one row of pixels per step
+    outputs, states = dynamic_rnn(cell, X)
+    logits = dense(top_hidden(states))              # [B, 10]
+
+``top_hidden`` is the top layer's state: ``h`` of an ``LSTMStateTuple``, the last layer's state
+of a ``MultiRNNCell``.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
+from rnnkit.pytree import pytree_dataclass
+from rnnkit.unroll import dynamic_rnn
+from rnnkit.wrappers import MultiRNNCell
+
+N_STEPS, N_INPUTS, N_OUTPUTS = 28, 28, 10  # MNIST: 28 rows of 28 pixels, 10 classes
+
+
+@pytree_dataclass
+class SequenceClassifier:
+    """Any cell unrolled with ``dynamic_rnn``, then ``Dense`` on the final state -> logits.
+
+    The number of steps is ``images.shape[-1] // cell.input_size`` (28 for MNIST).
+    """
+
+    cell: object
+    dense: Dense
+
+    def __init__(self, cell, dense):
+        if dense.input_size != cell.output_size:
+            raise ValueError(f"dense: expected input_size == the cell's output_size "
+                             f"{cell.output_size}, got {dense.input_size}")
+        object.__setattr__(self, "cell", cell)
+        object.__setattr__(self, "dense", dense)
+
+    def __call__(self, images, *, key=None):
+        """``images [B, T*I]`` (or ``[B, T, I]``) -> logits ``[B, classes]``."""
+        n_inputs = self.cell.input_size
+        if images.shape[-1] % n_inputs:
+            raise ValueError(f"images: expected rows of a multiple of {n_inputs} pixels, "
+                             f"got shape {images.shape}")
+        x = images.reshape(images.shape[0], -1, n_inputs)  # [B, T, I]
+        _, state = dynamic_rnn(self.cell, x, key=key)
+        return self.dense(top_hidden(state))  # [B, classes]
+
+
+def top_hidden(state):
+    """The top layer's hidden state ``[B, H]`` of any cell's final state."""
+    if isinstance(state, LSTMStateTuple):
+        return state.h
+    if isinstance(state, tuple):  # MultiRNNCell: one state per layer
+        return top_hidden(state[-1])
+    return state
+
+
+def build_cell(kind, input_size, num_units, *, activation="tanh", key):
+    """One layer: ``kind`` is "basic" (``BasicRNNCell``), "lstm" or "gru"."""
+    if kind == "basic":
+        return BasicRNNCell(input_size, num_units, activation=activation, key=key)
+    if kind == "lstm":
+        return LSTMCell(input_size, num_units, key=key)
+    if kind == "gru":
+        return GRUCell(input_size, num_units, key=key)
+    raise ValueError(f"cell: expected one of basic, lstm, gru, got {kind!r}")
+
+
+def build_model(config, *, key):
+    """The classifier that ``config`` (a ``TrainConfig``) describes, weights drawn from ``key``."""
+    *cell_keys, dense_key = jax.random.split(key, config.layers + 1)
+    sizes = [N_INPUTS] + [config.units] * config.layers
+    cells = [build_cell(config.cell, n_in, config.units, activation=config.activation, key=k)
+             for n_in, k in zip(sizes, cell_keys)]
+    cell = cells[0] if len(cells) == 1 else MultiRNNCell(cells)
+    return SequenceClassifier(cell, Dense(config.units, N_OUTPUTS, key=dense_key))
+
+
+def per_example(model, images, labels, *, key=None):
+    """Sparse softmax cross-entropy ``[B]`` and top-1 hits ``[B]`` (the book's ``in_top_k``)."""
+    logits = model(images, key=key)  # [B, classes]
+    xentropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return xentropy, correct
+
+
+def loss_and_accuracy(model, images, labels, *, key=None):
+    """``(loss, accuracy)``: the batch means of ``per_example``; the loss is what Adam minimises."""
+    xentropy, correct = per_example(model, images, labels, key=key)
+    return jnp.mean(xentropy), jnp.mean(correct)

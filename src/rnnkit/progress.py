@@ -1,0 +1,77 @@
+"""How a run reports itself: the book's epoch line, a progress bar, and the run folder's metrics.
+
+``metrics.jsonl`` and ``metrics.csv`` hold one row per epoch (``METRIC_FIELDS``); both are
+rewritten whole, atomically, after every epoch, so a reader never sees half a row and a resumed
+run simply rewrites them from the rows kept up to its checkpoint.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+
+from rnnkit.datasets.atomic import atomic_write
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "train_loss_mean", "train_acc_mean",
+                 "val_loss", "val_acc", "seconds")
+
+
+def epoch_line(row):
+    """The book's line; training loss and accuracy are those of the epoch's last batch."""
+    return (f"{row['epoch']}\tTraining loss: {row['train_loss']:.6f}\tTraining acc: "
+            f"{row['train_acc']:.6f}\tValidation loss: {row['val_loss']:.6f}\tAccuracy: "
+            f"{row['val_acc'] * 100:.2f}%")
+
+
+def write_json(path, value):
+    with atomic_write(path) as out:
+        out.write((json.dumps(value, indent=2) + "\n").encode())
+
+
+def write_metrics(folder, rows):
+    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` in ``folder`` with ``rows``."""
+    folder = Path(folder)
+    lines = "".join(json.dumps({k: row[k] for k in METRIC_FIELDS}) + "\n" for row in rows)
+    with atomic_write(folder / "metrics.jsonl") as out:
+        out.write(lines.encode())
+    table = io.StringIO()
+    writer = csv.DictWriter(table, METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(folder / "metrics.csv") as out:
+        out.write(table.getvalue().encode())
+
+
+def read_metrics(folder, *, up_to_epoch):
+    """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch`` (none if absent)."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["epoch"] <= up_to_epoch]
+
+
+def is_terminal():
+    """Whether standard output is an interactive terminal (where a progress bar belongs)."""
+    return sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def step_bar(total, description, *, enabled):
+    """Yields ``advance()``, to call once per step; draws a transient rich bar when ``enabled``.
+
+    The bar only counts steps on the host, so it never waits for the device.
+    """
+    if not enabled:
+        yield lambda: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)

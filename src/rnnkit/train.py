@@ -1,0 +1,232 @@
+"""Training: the state, the jitted step, and ``fit``, the book's epoch loop with a run folder.
+
+What ``fit`` does, as in the book::
+
+    for epoch in range(1, n_epochs + 1):
+        for iteration in range(num_examples // batch_size):
+            state, (loss_train, acc_train) = train_step(state, X_batch, y_batch)
+        loss_val, acc_val = evaluate(state.model, X_valid, y_valid)
+    evaluate(state.model, X_test, y_test)
+
+Batches are drawn from ``np.random.default_rng([seed, epoch]).permutation(N)``, so an epoch's
+batches depend only on the seed and its number, and a resumed run repeats an uninterrupted one
+exactly. Run folder: ``config.json``, ``metrics.jsonl``/``.csv``, ``learning_curves.png``,
+``checkpoints/epoch-NNNN.{safetensors,json}`` after every epoch, ``final.json`` (test metrics).
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnkit.checkpoint import latest_checkpoint, load_checkpoint, read_sidecar, save_checkpoint
+from rnnkit.config import ConfigError, TrainConfig
+from rnnkit.evaluate import Metrics, evaluate
+from rnnkit.model import build_model, loss_and_accuracy
+from rnnkit.plots import plot_learning_curves
+from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
+from rnnkit.progress import write_metrics
+
+# Fields that may differ between a run and its resumption: they do not change the numbers.
+RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out")
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue: model, Adam's state, PRNG key, epochs and steps done."""
+
+    model: object
+    opt_state: object
+    key: jax.Array  # a typed PRNG key, split once per step
+    epoch: jax.Array  # int32, epochs completed
+    step: jax.Array  # int32, steps completed
+
+
+class FitResult(NamedTuple):
+    state: TrainState
+    history: list  # one metrics row (dict) per epoch
+    test: Metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; ``epoch`` and ``step`` say where."""
+
+    def __init__(self, epoch, step, checkpoint=None):
+        super().__init__(epoch, step)
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+    def __str__(self):
+        kept = (f"the last good checkpoint is {self.checkpoint}" if self.checkpoint
+                else "no checkpoint was written")
+        return (f"training diverged: the loss is NaN or infinite at step {self.step} "
+                f"(epoch {self.epoch}); {kept}. Try a lower --lr")
+
+
+def make_optimizer(config):
+    return optax.adam(config.lr)
+
+
+def init_state(config):
+    """A fresh ``TrainState``: weights and PRNG key derived from ``config.seed``."""
+    model_key, key = jax.random.split(jax.random.key(config.seed))
+    model = build_model(config, key=model_key)
+    zero = jnp.asarray(0, jnp.int32)
+    return TrainState(model, make_optimizer(config).init(model), key, zero, zero)
+
+
+def make_train_step(optimizer):
+    """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``."""
+    grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
+
+    def train_step(state, images, labels):
+        key, step_key = jax.random.split(state.key)
+        (loss, accuracy), grads = grad_fn(state.model, images, labels, key=step_key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
+        model = optax.apply_updates(state.model, updates)
+        new = state._replace(model=model, opt_state=opt_state, key=key, step=state.step + 1)
+        return new, (loss, accuracy)
+
+    return jax.jit(train_step)
+
+
+@jax.jit
+def _accumulate(sums, first_bad, metrics, step):
+    """Adds ``(loss, accuracy)`` to ``sums [2]``; ``first_bad`` is the first non-finite step."""
+    bad = (first_bad < 0) & ~jnp.isfinite(metrics[0])
+    return sums + jnp.stack(metrics), jnp.where(bad, step, first_bad)
+
+
+def epoch_batches(seed, epoch, num_examples, batch_size):
+    """The index arrays of one epoch's batches: ``num_examples // batch_size`` of them."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return [order[i * batch_size:(i + 1) * batch_size]
+            for i in range(num_examples // batch_size)]
+
+
+def train_epoch(train_step, state, train, config, epoch, *, show_bar):
+    """One epoch of steps; returns the new state and its (last-batch, epoch-mean) metrics.
+
+    Raises:
+      TrainingDiverged: a step's loss was NaN or infinite (checked once, at the end).
+    """
+    batches = epoch_batches(config.seed, epoch, train.num_examples, config.batch_size)
+    sums, first_bad = jnp.zeros(2, jnp.float32), jnp.asarray(-1, jnp.int32)
+    with step_bar(len(batches), f"epoch {epoch}", enabled=show_bar) as advance:
+        for index in batches:
+            state, last = train_step(state, train.images[index], train.labels[index])
+            sums, first_bad = _accumulate(sums, first_bad, last, state.step)
+            advance()
+    sums, first_bad, last = jax.device_get((sums, first_bad, last))  # the epoch's one sync
+    if first_bad >= 0 or not np.all(np.isfinite(sums)):
+        raise TrainingDiverged(epoch, int(first_bad))
+    means = sums / len(batches)
+    return state, dict(train_loss=float(last[0]), train_acc=float(last[1]),
+                       train_loss_mean=float(means[0]), train_acc_mean=float(means[1]))
+
+
+def fit(config, datasets, *, out_dir, resume=False, log=print, progress=None):
+    """Trains ``config``'s model on ``datasets`` (train, validation, test) into ``out_dir``.
+
+    Args:
+      resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must equal
+        the checkpoint's except for ``RESUMABLE_FIELDS`` (``epochs`` may grow).
+      log: called with each line to print; progress: draw a progress bar (default: if stdout
+        is a terminal).
+    Raises:
+      ConfigError, FileNotFoundError (resume without a checkpoint), CheckpointError,
+      TrainingDiverged (the last good checkpoint stays in ``out_dir``).
+    """
+    config.validate(datasets.train.num_examples)
+    out_dir = Path(out_dir)
+    config = config.replace(out=str(out_dir))
+    state, history = (_resume if resume else _start)(config, out_dir, log)
+    write_json(out_dir / "config.json", config.to_dict())
+    train_step = make_train_step(make_optimizer(config))
+    show_bar = is_terminal() if progress is None else progress
+    for epoch in range(int(state.epoch) + 1, config.epochs + 1):
+        started = time.perf_counter()
+        try:
+            state, row = train_epoch(train_step, state, datasets.train, config, epoch,
+                                     show_bar=show_bar)
+        except TrainingDiverged as e:
+            e.checkpoint = latest_checkpoint(out_dir / "checkpoints")
+            raise
+        val = evaluate(state.model, datasets.validation.images, datasets.validation.labels)
+        row = dict(epoch=epoch, **row, val_loss=val.loss, val_acc=val.accuracy,
+                   seconds=round(time.perf_counter() - started, 3))
+        state = state._replace(epoch=jnp.asarray(epoch, jnp.int32))
+        _end_epoch(state, row, history, config, out_dir)
+        log(epoch_line(row))
+    return FitResult(state, history, _finish(state, datasets.test, out_dir, log))
+
+
+def _end_epoch(state, row, history, config, out_dir):
+    """Checkpoint first, then the metrics and the plot (a resume truncates rows past it)."""
+    save_checkpoint(out_dir / "checkpoints", state, epoch=row["epoch"], step=int(state.step),
+                    config=config.to_dict())
+    history.append(row)
+    write_metrics(out_dir, history)
+    plot_learning_curves(history, out_dir / "learning_curves.png")
+
+
+def _start(config, out_dir, log):
+    if latest_checkpoint(out_dir / "checkpoints"):
+        raise ConfigError("out", f"{out_dir} already holds a run; continue it with --resume "
+                          f"{out_dir} or choose another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"Training into {out_dir}")
+    return init_state(config), []
+
+
+def read_run_config(run_dir):
+    """The ``TrainConfig`` in ``run_dir/config.json``."""
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError("config", f"{path} is not valid JSON ({e})") from e
+
+
+def restore(run_dir):
+    """``(state, config)`` of the latest checkpoint in ``run_dir``, rebuilt from its config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    path = latest_checkpoint(run_dir / "checkpoints")
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'} "
+                                f"(expected epoch-NNNN.json and epoch-NNNN.safetensors)")
+    config = TrainConfig.from_dict(read_sidecar(path)["config"]).validate()
+    state, _ = load_checkpoint(path, init_state(config))
+    return state, config
+
+
+def _resume(config, out_dir, log):
+    state, saved = restore(out_dir)
+    for name, value in config.to_dict().items():
+        if name not in RESUMABLE_FIELDS and getattr(saved, name) != value:
+            raise ConfigError(name, f"the run in {out_dir} was trained with "
+                              f"{getattr(saved, name)!r}, got {value!r}; only "
+                              f"{', '.join(RESUMABLE_FIELDS)} may change on resume")
+    done = int(state.epoch)
+    if config.epochs < done:
+        raise ConfigError("epochs", f"expected at least the {done} epochs already done in "
+                          f"{out_dir}, got {config.epochs}")
+    log(f"Resuming {out_dir} after epoch {done} (step {int(state.step)})")
+    history = read_metrics(out_dir, up_to_epoch=done)
+    write_metrics(out_dir, history)  # drop rows of epochs after the checkpoint
+    return state, history
+
+
+def _finish(state, test, out_dir, log):
+    metrics = evaluate(state.model, test.images, test.labels)
+    write_json(out_dir / "final.json", {"epoch": int(state.epoch), "step": int(state.step),
+                                        "test_loss": metrics.loss, "test_acc": metrics.accuracy})
+    log(f"Test loss: {metrics.loss:.6f}\tTest accuracy: {metrics.accuracy * 100:.2f}%")
+    return metrics

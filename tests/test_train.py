@@ -1,0 +1,214 @@
+"""Training on tiny data: the model's numbers, the run folder, resume == uninterrupted,
+determinism, divergence, chunked evaluation and the config's checks."""
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnkit import dynamic_rnn
+from rnnkit.config import ConfigError, TrainConfig
+from rnnkit.datasets import DataSet, Datasets
+from rnnkit.evaluate import _chunk_sums, evaluate
+from rnnkit.model import build_model, loss_and_accuracy, top_hidden
+from rnnkit.train import TrainingDiverged, fit, init_state, make_optimizer, make_train_step
+
+TINY = TrainConfig(units=8, batch_size=10, epochs=2, validation_size=20)
+RUN_FILES = {"config.json", "metrics.jsonl", "metrics.csv", "learning_curves.png", "final.json",
+             "checkpoints"}
+
+
+def tiny_datasets(seed=0, num_train=60, num_eval=20):
+    """Noise images where a bright row at 2*label+3 tells the class: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, 10, n)
+        images = rng.random((n, 28, 28), np.float32) * 0.2
+        images[np.arange(n), 2 * labels + 3, :] = 1.0
+        return DataSet(images, labels)
+
+    return Datasets(split(num_train), split(num_eval), split(num_eval))
+
+
+def metric_values(run_dir):
+    """metrics.jsonl without the timings, plus final.json."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        del row["seconds"]
+    return rows, json.loads((run_dir / "final.json").read_text())
+
+
+def quiet_fit(config, out_dir, *, datasets=None, resume=False, progress=False):
+    """``fit`` on ``tiny_datasets()``; returns the result and the lines it logged."""
+    lines = []
+    result = fit(config, datasets or tiny_datasets(), out_dir=out_dir, resume=resume,
+                 log=lines.append, progress=progress)
+    return result, lines
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted 3-epoch run."""
+    out = tmp_path_factory.mktemp("straight")
+    result, lines = quiet_fit(TINY.replace(epochs=3), out)
+    return out, result, lines
+
+
+# --- the model ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, layers", [("basic", 1), ("lstm", 1), ("gru", 2), ("lstm", 2)])
+def test_logits_are_dense_of_the_top_layers_last_output(cell, layers):
+    model = build_model(TINY.replace(cell=cell, layers=layers), key=jax.random.key(1))
+    images = jax.random.uniform(jax.random.key(2), (3, 784))
+    outputs, state = dynamic_rnn(model.cell, images.reshape(3, 28, 28))
+    np.testing.assert_allclose(top_hidden(state), outputs[:, -1], rtol=1e-6)
+    expected = outputs[:, -1] @ model.dense.w + model.dense.b  # [B, 10]
+    np.testing.assert_allclose(model(images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_is_mean_cross_entropy_and_accuracy_top_1():
+    model = build_model(TINY, key=jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(3), (6, 784))
+    labels = jnp.array([0, 1, 2, 3, 4, 5])
+    logits = np.asarray(model(images), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    loss, accuracy = loss_and_accuracy(model, images, labels)
+    np.testing.assert_allclose(loss, -log_p[np.arange(6), labels].mean(), rtol=1e-5)
+    assert accuracy == np.mean(logits.argmax(1) == np.asarray(labels))
+
+
+def test_train_step_compiles_once_and_lowers_the_loss():
+    config = TINY
+    step = make_train_step(make_optimizer(config.replace(lr=0.01)))
+    data = tiny_datasets().train
+    state = init_state(config)
+    losses = []
+    for _ in range(5):
+        state, (loss, _) = step(state, data.images[:10], data.labels[:10])
+        losses.append(float(loss))
+    assert step._cache_size() == 1
+    assert int(state.step) == 5 and losses[-1] < losses[0]
+
+
+def test_chunked_evaluation_masks_the_padding_and_compiles_once():
+    model = build_model(TINY, key=jax.random.key(0))
+    data = tiny_datasets(num_eval=13).validation
+    before = _chunk_sums._cache_size()
+    for n in (13, 7):  # 4 chunks of 4 with 3 padded rows; 2 chunks with 1 padded row
+        metrics = evaluate(model, data.images[:n], data.labels[:n], chunk_size=4)
+        loss, accuracy = loss_and_accuracy(model, data.images[:n], data.labels[:n])
+        np.testing.assert_allclose(metrics, (loss, accuracy), rtol=1e-5)
+    assert _chunk_sums._cache_size() == before + 1
+
+
+# --- fit and the run folder --------------------------------------------------------------
+
+def test_fit_writes_the_run_folder(straight):
+    out, result, lines = straight
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.rglob("*.part")]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        f"epoch-000{e}.{ext}" for e in (1, 2, 3) for ext in ("json", "safetensors")]
+    book = re.compile(r"\d+\tTraining loss: \d+\.\d{6}\tTraining acc: \d\.\d{6}\t"
+                      r"Validation loss: \d+\.\d{6}\tAccuracy: \d+\.\d{2}%")
+    assert [line.split("\t")[0] for line in lines if book.fullmatch(line)] == ["1", "2", "3"]
+    rows, final = metric_values(out)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] == [r["epoch"] for r in result.history]
+    csv = (out / "metrics.csv").read_text().splitlines()
+    assert csv[0] == ("epoch,train_loss,train_acc,train_loss_mean,train_acc_mean,val_loss,"
+                      "val_acc,seconds") and len(csv) == 4
+    assert final["test_acc"] == result.test.accuracy and final["step"] == 3 * 6
+    assert json.loads((out / "config.json").read_text())["out"] == str(out)
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]  # it learns
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(straight, tmp_path):
+    out, result, _ = straight
+    quiet_fit(TINY.replace(epochs=1), tmp_path)
+    _, lines = quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert lines[0].startswith(f"Resuming {tmp_path} after epoch 1 (step 6)")
+    assert metric_values(tmp_path) == metric_values(out)
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_resume_truncates_metrics_written_after_the_checkpoint(straight, tmp_path):
+    quiet_fit(TINY.replace(epochs=2), tmp_path)
+    for ext in ("json", "safetensors"):  # as if it crashed before checkpointing epoch 2
+        (tmp_path / "checkpoints" / f"epoch-0002.{ext}").unlink()
+    quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert metric_values(tmp_path) == metric_values(straight[0])
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(straight, tmp_path):
+    quiet_fit(TINY.replace(epochs=3), tmp_path / "again", progress=True)  # with the rich bar
+    assert metric_values(tmp_path / "again") == metric_values(straight[0])
+    quiet_fit(TINY.replace(epochs=1, seed=7), tmp_path / "other")
+    assert metric_values(tmp_path / "other")[0][0] != metric_values(straight[0])[0][0]
+
+
+def test_resume_rejects_a_different_model_and_fewer_epochs(straight, tmp_path):
+    out = straight[0]
+    with pytest.raises(ConfigError, match=r"^units: the run in .* was trained with 8, got 9"):
+        quiet_fit(TINY.replace(units=9, epochs=3), out, resume=True)
+    with pytest.raises(ConfigError, match="^epochs: expected at least the 3 epochs"):
+        quiet_fit(TINY.replace(epochs=2), out, resume=True)
+    with pytest.raises(ConfigError, match="^out: .* already holds a run"):
+        quiet_fit(TINY, out)
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        quiet_fit(TINY, tmp_path / "missing", resume=True)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    quiet_fit(TINY.replace(epochs=1), tmp_path)
+    good = (tmp_path / "checkpoints" / "epoch-0001.safetensors").read_bytes()
+    poisoned = tiny_datasets()
+    poisoned.train.images[:] = np.inf
+    with pytest.raises(TrainingDiverged) as excinfo:
+        quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True, datasets=poisoned)
+    error = excinfo.value
+    assert (error.epoch, error.step) == (2, 7)  # the first step of epoch 2
+    assert error.checkpoint.name == "epoch-0001.json"
+    assert "step 7 (epoch 2)" in str(error) and "epoch-0001.json" in str(error)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-0001.json", "epoch-0001.safetensors"]
+    assert (tmp_path / "checkpoints" / "epoch-0001.safetensors").read_bytes() == good
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# --- the configuration ---------------------------------------------------------------------
+
+def test_config_defaults_are_the_books_experiment():
+    c = TrainConfig()
+    assert (c.dataset, c.cell, c.units, c.layers, c.activation, c.epochs, c.batch_size, c.lr,
+            c.seed, c.validation_size) == ("mnist", "basic", 150, 1, "tanh", 10, 150, 0.001,
+                                           42, 5000)
+    assert TrainConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+
+
+@pytest.mark.parametrize("changes, field, needle", [
+    (dict(units=0), "units", "expected an integer >= 1, got 0"),
+    (dict(layers=1.5), "layers", "got 1.5"),
+    (dict(lr=-1.0), "lr", "positive finite number, got -1.0"),
+    (dict(lr=float("nan")), "lr", "got nan"),
+    (dict(cell="rnn"), "cell", "expected one of basic, lstm, gru, got 'rnn'"),
+    (dict(dataset="cifar"), "dataset", "got 'cifar'"),
+    (dict(activation="softmax"), "activation", "got 'softmax'"),
+    (dict(cell="gru", activation="relu"), "activation", "only the basic cell"),
+    (dict(seed=-1), "seed", ">= 0"),
+    (dict(epochs=True), "epochs", "got True"),
+])
+def test_config_validate_names_the_field(changes, field, needle):
+    with pytest.raises(ConfigError) as excinfo:
+        TINY.replace(**changes).validate()
+    assert excinfo.value.field == field and needle in str(excinfo.value)
+
+
+def test_config_checks_the_batch_against_the_data_and_unknown_fields():
+    with pytest.raises(ConfigError, match="batch_size: expected at most the 60 training"):
+        TINY.replace(batch_size=61).validate(num_train_examples=60)
+    with pytest.raises(ConfigError, match="^n_neurons: unknown configuration field"):
+        TrainConfig.from_dict({"n_neurons": 150})
