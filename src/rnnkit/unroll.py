@@ -65,7 +65,7 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
     check_cell_inputs(cell, inputs, "inputs", rank=3)
-    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, I]
+    xs = _time_major(inputs, time_major)  # [T, B, I]
     state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
     outputs, state = _run(cell, xs, state, lengths, key, bptt, unroll)
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
@@ -85,7 +85,7 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
     check_cell_inputs(cell_fw, inputs, "inputs", rank=3)
     check_cell_inputs(cell_bw, inputs, "inputs", rank=3)
     key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)  # [T, B, I]
+    xs = _time_major(inputs, time_major)  # [T, B, I]
     num_steps = xs.shape[0]
     state_fw, lengths = _prepare(cell_fw, xs[0], num_steps, initial_state_fw, sequence_length)
     state_bw, _ = _prepare(cell_bw, xs[0], num_steps, initial_state_bw, sequence_length)
@@ -108,12 +108,19 @@ def reverse_sequence(xs, lengths):
     return jnp.take_along_axis(xs, index, axis=0)
 
 
+def _time_major(inputs, time_major):
+    xs = inputs if time_major else jnp.swapaxes(inputs, 0, 1)
+    if xs.shape[0] == 0:
+        raise ValueError(f"inputs: expected at least one time step, got shape {inputs.shape}")
+    return xs
+
+
 def _prepare(cell, x0, num_steps, initial_state, sequence_length):
     """Checked initial state and lengths for a batch whose first step is ``x0 [B, I]``."""
     batch_size = x0.shape[0]
     lengths = check_sequence_length(sequence_length, batch_size, num_steps)
-    if lengths is not None:
-        lengths = jnp.asarray(lengths)
+    if lengths is not None:  # traced lengths cannot be checked: clip them to [0, T]
+        lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
     if initial_state is None:
         return cell.zero_state(batch_size, x0.dtype), lengths
     check_state(cell, initial_state, batch_size, x0.dtype)

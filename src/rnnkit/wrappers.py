@@ -5,9 +5,12 @@ stay the same at every step (variational dropout) also gets ``begin_sequence(key
 before the loop; it returns a copy of the cell that carries the sequence key.
 """
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 
+from rnnkit.cells import LSTMStateTuple
 from rnnkit.pytree import build, pytree_dataclass, replace, static_field
 
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -141,7 +144,7 @@ class DropoutWrapper:
         probs = dict(input_keep_prob=input_keep_prob, output_keep_prob=output_keep_prob,
                      state_keep_prob=state_keep_prob)
         for name, p in probs.items():
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p <= 1.0:
                 raise ValueError(f"{name}: expected a number in (0, 1], got {p!r}")
         values = dict(cell=cell, sequence_key=None, variational_recurrent=bool(variational_recurrent),
                       **{k: float(v) for k, v in probs.items()})
@@ -177,8 +180,12 @@ def _drop_state(key, state, keep_prob):
     """Dropout on every state array except an LSTM's cell state ``c`` (TF1's default filter)."""
     if keep_prob >= 1.0:
         return state
-    if hasattr(state, "_fields") and state._fields == ("c", "h"):
-        return type(state)(state.c, _dropout(key, state.h, keep_prob))
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [_dropout(k, x, keep_prob) for k, x in zip(keys, leaves)])
+    parts, treedef = jax.tree.flatten(state, is_leaf=lambda s: isinstance(s, LSTMStateTuple))
+    keys = jax.random.split(key, len(parts))
+
+    def drop(k, part):
+        if isinstance(part, LSTMStateTuple):
+            return LSTMStateTuple(part.c, _dropout(k, part.h, keep_prob))
+        return _dropout(k, part, keep_prob)
+
+    return jax.tree.unflatten(treedef, [drop(k, part) for k, part in zip(keys, parts)])
