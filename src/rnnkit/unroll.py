@@ -41,6 +41,7 @@ def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=No
         check_cell_inputs(cell, x, f"inputs[{t}]", rank=2)
         if x.shape != inputs[0].shape:
             raise ValueError(f"inputs[{t}]: expected shape {inputs[0].shape}, got {x.shape}")
+    inputs = [_as_float(x, cell) for x in inputs]
     state, lengths = _prepare(cell, inputs[0], len(inputs), initial_state, sequence_length)
     cell = begin_sequence(cell, key)
     outputs = []
@@ -61,11 +62,12 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
       bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan)
         or "auto" (the faster one for this cell and shape, by the rule in ``speed.py``).
       unroll: time steps per compiled loop iteration; None picks by the rule in ``speed.py``.
+        The fused path defines only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
     check_cell_inputs(cell, inputs, "inputs", rank=3)
-    xs = _time_major(inputs, time_major)  # [T, B, I]
+    xs = _as_float(_time_major(inputs, time_major), cell)  # [T, B, I]
     state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
     outputs, state = _run(cell, xs, state, lengths, key, bptt, unroll)
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
@@ -85,7 +87,7 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
     check_cell_inputs(cell_fw, inputs, "inputs", rank=3)
     check_cell_inputs(cell_bw, inputs, "inputs", rank=3)
     key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-    xs = _time_major(inputs, time_major)  # [T, B, I]
+    xs = _as_float(_time_major(inputs, time_major), cell_fw)  # [T, B, I]
     num_steps = xs.shape[0]
     state_fw, lengths = _prepare(cell_fw, xs[0], num_steps, initial_state_fw, sequence_length)
     state_bw, _ = _prepare(cell_bw, xs[0], num_steps, initial_state_bw, sequence_length)
@@ -113,6 +115,15 @@ def _time_major(inputs, time_major):
     if xs.shape[0] == 0:
         raise ValueError(f"inputs: expected at least one time step, got shape {inputs.shape}")
     return xs
+
+
+def _as_float(x, cell):
+    """Integer inputs (the book feeds ``np.array([[0, 1, 2], ...])``) take the weights' dtype."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    weights = [w for w in jax.tree.leaves(cell) if jnp.issubdtype(w.dtype, jnp.inexact)]
+    return x.astype(weights[0].dtype if weights else jnp.float32)
 
 
 def _prepare(cell, x0, num_steps, initial_state, sequence_length):
