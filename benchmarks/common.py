@@ -54,10 +54,8 @@ def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, clas
     optimizer = optax.adam(lr)
 
     def loss_fn(params, x, y):
-        cell, dense = params
-        _, state = rk.dynamic_rnn(cell, x, bptt=bptt, unroll=unroll)
-        h = state.h if isinstance(state, rk.LSTMStateTuple) else state
-        return optax.softmax_cross_entropy_with_integer_labels(dense(h), y).mean()
+        logits = rnnkit_logits(params, x, bptt=bptt, unroll=unroll)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     @jax.jit
     def step(params, opt_state, x, y):
@@ -66,6 +64,21 @@ def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, clas
         return optax.apply_updates(params, updates), opt_state, loss
 
     return params, optimizer.init(params), step
+
+
+def rnnkit_logits(params, x, *, loop="dynamic", bptt="auto", unroll=None):
+    """Logits ``[B, classes]`` of ``(cell, dense)`` on ``x [B, T, I]``: Dense(final hidden state).
+
+    ``loop="static"`` unrolls with ``static_rnn`` (one graph node per step; ``bptt`` and
+    ``unroll`` then do not apply), ``"dynamic"`` with ``dynamic_rnn``.
+    """
+    cell, dense = params
+    if loop == "static":
+        _, state = rk.static_rnn(cell, [x[:, t] for t in range(x.shape[1])])
+    else:
+        _, state = rk.dynamic_rnn(cell, x, bptt=bptt, unroll=unroll)
+    h = state.h if isinstance(state, rk.LSTMStateTuple) else state
+    return dense(h)
 
 
 def time_rnnkit_train(kind, batch, units, **options):

@@ -1,0 +1,136 @@
+"""What a train step costs besides its time: memory, compile time, FLOPs, the sequential floor.
+
+Run as a script, this file is the fresh child process of the peak-RSS measurement:
+``python benchmarks/peer_costs.py '{"framework": "torch", "shape": [B, T, I, H], ...}'``.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from common import book_batch, rnnkit_logits, rnnkit_train_step
+from peer_models import BUILDERS, CLASSES, GATES, book_batch_np
+
+
+def compiled_bytes(kind, shape, *, bptt):
+    """XLA's ``memory_analysis`` of rnnkit's compiled train step on ``shape = (B, T, I, H)``."""
+    batch_size, num_steps, input_size, units = shape
+    x, y = book_batch(batch_size, num_steps, input_size)
+    params, opt_state, step = rnnkit_train_step(kind, input_size, units, bptt=bptt)
+    stats = step.lower(params, opt_state, x, y).compile().memory_analysis()
+    sizes = dict(temp=stats.temp_size_in_bytes, argument=stats.argument_size_in_bytes,
+                 output=stats.output_size_in_bytes)
+    return dict(sizes, total=sum(sizes.values()))
+
+
+def peak_rss_kb():
+    """This process's peak RSS in kB: ``(VmHWM, ru_maxrss)``.
+
+    ``ru_maxrss`` of a process started by ``exec`` begins at its *parent's* peak (Linux copies
+    the old address space's high-water mark into the new process at exec), so a child of a big
+    benchmark process would show no growth. ``VmHWM`` is the same high-water mark for this
+    address space alone; it is the figure used where ``/proc`` has it.
+    """
+    ru_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        hwm = ru_maxrss
+    return hwm, ru_maxrss
+
+
+def rss_growth(framework, shape, *, mode, steps):
+    """Peak-RSS growth (kB) of ``steps`` train steps (``mode="run"``), or of compiling the step
+    only (``mode="compile"``, JAX), measured in a fresh Python process after the model is built."""
+    spec = json.dumps(dict(framework=framework, shape=list(shape), mode=mode, steps=steps))
+    proc = subprocess.run([sys.executable, __file__, spec], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"memory child for {framework} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _rss_child(spec):
+    batch_size, num_steps, input_size, units = spec["shape"]
+    x, y = book_batch_np(batch_size, num_steps, input_size)
+    peer = BUILDERS[spec["framework"]]("lstm", x, y, units)
+    hwm0, max0 = peak_rss_kb()
+    if spec["mode"] == "compile":
+        peer.compile()
+    else:
+        for _ in range(spec["steps"]):
+            peer.train_step()
+    hwm1, max1 = peak_rss_kb()
+    return dict(spec, growth_kb=hwm1 - hwm0, hwm_kb=[hwm0, hwm1], ru_maxrss_kb=[max0, max1])
+
+
+def compile_seconds(kind, shape, *, loop):
+    """Wall seconds of ``jax.jit(value_and_grad(loss)).lower(...)`` and of ``.compile()``."""
+    batch_size, num_steps, input_size, units = shape
+    x, y = book_batch(batch_size, num_steps, input_size)
+    params = rnnkit_train_step(kind, input_size, units)[0]
+
+    def loss(params, x, y):  # a new function each call: nothing comes from jit's caches
+        logits = rnnkit_logits(params, x, loop=loop)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    start = time.perf_counter()
+    lowered = jax.jit(jax.value_and_grad(loss)).lower(params, x, y)
+    middle = time.perf_counter()
+    lowered.compile()
+    return middle - start, time.perf_counter() - middle
+
+
+def matmul_gflops(size, timer):
+    """float32 ``[n, n] @ [n, n]`` throughput in GFLOP/s; ``timer(fn)`` returns median ms."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    ms = timer(lambda: matmul(a, a).block_until_ready())
+    return 2 * size**3 / (ms * 1e-3) / 1e9
+
+
+def train_flops(kind, shape):
+    """Matmul FLOPs of one train step: forward (input projection, recurrence, dense) x 3."""
+    batch_size, num_steps, input_size, units = shape
+    gated = GATES[kind] * units
+    forward = 2 * batch_size * num_steps * (input_size + units) * gated
+    forward += 2 * batch_size * units * CLASSES
+    return 3 * forward  # the backward pass is two matmuls per forward one
+
+
+def recurrent_floor_ms(kind, shape, timer):
+    """Median ms of only the step's sequential matmuls, each waiting for the one before.
+
+    T forward ``[B, H] @ [H, G*H]`` then T backward ``[B, G*H] @ [G*H, H]``. The G blocks of
+    ``w`` are one orthogonal matrix and the chain averages / repeats them, so values neither
+    grow nor vanish (no denormals) and each link adds only a [B, G*H] mean or tile.
+    """
+    batch_size, num_steps, _, units = shape
+    gates = GATES[kind]
+    q = jax.nn.initializers.orthogonal()(jax.random.key(0), (units, units), jnp.float32)
+    w = jnp.tile(q, (1, gates))  # [H, G*H]
+    h0 = jax.random.normal(jax.random.key(1), (batch_size, units), jnp.float32)
+
+    @jax.jit
+    def chain(h, w):
+        def forward(h, _):
+            return (h @ w).reshape(batch_size, gates, units).mean(axis=1), None  # [B, H]
+
+        def backward(d, _):
+            return jnp.tile(d / gates, (1, gates)) @ w.T, None  # [B, G*H] @ [G*H, H]
+
+        h, _ = jax.lax.scan(forward, h, None, length=num_steps)
+        d, _ = jax.lax.scan(backward, h, None, length=num_steps)
+        return d
+
+    return timer(lambda: chain(h0, w).block_until_ready())
+
+
+if __name__ == "__main__":
+    print(json.dumps(_rss_child(json.loads(sys.argv[1]))))
