@@ -26,7 +26,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from rnnkit.datasets.atomic import atomic_write
+from rnnkit.atomic import atomic_write
 
 FORMAT = "rnnkit.checkpoint/1"
 _SIDECAR = re.compile(r"epoch-(\d+)\.json")

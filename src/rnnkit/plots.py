@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from rnnkit.datasets.atomic import atomic_write
+from rnnkit.atomic import atomic_write
 
 
 def _save(fig, path):

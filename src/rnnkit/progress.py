@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.progress import TimeRemainingColumn
 
-from rnnkit.datasets.atomic import atomic_write
+from rnnkit.atomic import atomic_write
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "train_loss_mean", "train_acc_mean",
                  "val_loss", "val_acc", "seconds")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from rnnkit.datasets.atomic import atomic_write
+from rnnkit.atomic import atomic_write
 from rnnkit.datasets.errors import DownloadError
 
 _USER_AGENT = "rnnkit-datasets (urllib)"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnkit.datasets.atomic import atomic_write
+from rnnkit.atomic import atomic_write
 from rnnkit.datasets.errors import DatasetError
 
 # type code -> big-endian dtype, as in LeCun's description of the format.
