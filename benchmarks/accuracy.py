@@ -42,7 +42,7 @@ DEFAULT_JSON = REPO / "benchmarks" / "results" / "accuracy.json"
 DEFAULT_RUNS = REPO / "benchmarks" / "results" / "runs"
 
 BOOK = TrainConfig()  # basic tanh, 150 units, 1 layer, Adam 0.001, batch 150, 10 epochs, seed 42
-BEST = dict(cell="gru", units=150, layers=1, epochs=30, lr=0.001, batch_size=50)
+BEST = dict(cell="lstm", units=150, layers=2, epochs=30, lr=0.001, batch_size=50)
 LIMITS = dict(layers=3, units=150, epochs=30)
 OPTIONS = ("cell", "units", "layers", "epochs", "lr", "batch_size")
 
