@@ -89,6 +89,7 @@ def test_help_documents_every_config_flag():
     (["train", "--units", "0"], "--units: expected an integer >= 1, got 0"),
     (["train", "--lr", "-1"], "--lr: expected a positive finite number, got -1.0"),
     (["train", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn'"),
+    (["train", "--bptt", "scan"], "argument --bptt: invalid choice: 'scan'"),
     (["train", "--units", "many"], "argument --units: invalid int value: 'many'"),
     (["train", "--batch-size", "61", "--validation-size", "20", "--data-dir", "{data}"],
      "--batch-size: expected at most the 60 training examples, got 61"),

@@ -150,6 +150,39 @@ def test_same_seed_same_metrics_other_seed_other_metrics(straight, tmp_path):
     assert metric_values(tmp_path / "other")[0][0] != metric_values(straight[0])[0][0]
 
 
+def assert_same_metrics_up_to_rounding(run_a, run_b, *, batch_size, num_eval=20):
+    """Losses within rtol 1e-4; accuracies within one example of the count they average."""
+    (rows_a, final_a), (rows_b, final_b) = metric_values(run_a), metric_values(run_b)
+    assert len(rows_a) == len(rows_b)
+    examples = dict(train_acc=batch_size, train_acc_mean=batch_size * 6, val_acc=num_eval,
+                    test_acc=num_eval)  # tiny_datasets: 6 batches an epoch, 20 eval examples
+    for a, b in zip(rows_a + [final_a], rows_b + [final_b]):
+        assert a.keys() == b.keys()
+        for name in a:
+            if "loss" in name:
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-4, err_msg=name)
+            elif name in examples:
+                assert abs(a[name] - b[name]) * examples[name] <= 1 + 1e-6, name
+            else:
+                assert a[name] == b[name], name
+
+
+@pytest.mark.parametrize("cell", ["basic", "lstm", "gru"])
+def test_fused_and_autodiff_bptt_train_the_same_numbers(cell, tmp_path):
+    config = TINY.replace(cell=cell, lr=0.01)  # batch 10: "auto" would pick the fused BPTT
+    for bptt in ("fused", "autodiff"):
+        quiet_fit(config.replace(bptt=bptt), tmp_path / bptt)
+    assert_same_metrics_up_to_rounding(tmp_path / "fused", tmp_path / "autodiff",
+                                       batch_size=config.batch_size)
+
+
+def test_resume_may_change_bptt(straight, tmp_path):
+    quiet_fit(TINY.replace(epochs=1, bptt="fused"), tmp_path)
+    quiet_fit(TINY.replace(epochs=3, bptt="autodiff"), tmp_path, resume=True)
+    assert json.loads((tmp_path / "config.json").read_text())["bptt"] == "autodiff"
+    assert_same_metrics_up_to_rounding(tmp_path, straight[0], batch_size=TINY.batch_size)
+
+
 def test_resume_rejects_a_different_model_and_fewer_epochs(straight, tmp_path):
     out = straight[0]
     with pytest.raises(ConfigError, match=r"^units: the run in .* was trained with 8, got 9"):
@@ -187,6 +220,8 @@ def test_config_defaults_are_the_books_experiment():
             c.seed, c.validation_size) == ("mnist", "basic", 150, 1, "tanh", 10, 150, 0.001,
                                            42, 5000)
     assert TrainConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+    before_bptt = {k: v for k, v in TINY.to_dict().items() if k != "bptt"}  # an older run
+    assert TrainConfig.from_dict(before_bptt).bptt == c.bptt == "auto"
 
 
 @pytest.mark.parametrize("changes, field, needle", [
@@ -200,6 +235,7 @@ def test_config_defaults_are_the_books_experiment():
     (dict(cell="gru", activation="relu"), "activation", "only the basic cell"),
     (dict(seed=-1), "seed", ">= 0"),
     (dict(epochs=True), "epochs", "got True"),
+    (dict(bptt="scan"), "bptt", "expected one of auto, fused, autodiff, got 'scan'"),
 ])
 def test_config_validate_names_the_field(changes, field, needle):
     with pytest.raises(ConfigError) as excinfo:

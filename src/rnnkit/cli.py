@@ -65,7 +65,7 @@ def build_parser():
     add_config_flags(train)
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint "
                        "with RUN's config.json; of the other flags only --epochs (to extend the "
-                       "run), --data-dir and --download may differ from it")
+                       "run), --data-dir, --download and --bptt may differ from it")
     train.set_defaults(handler=_train)
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a run")
     evaluate.add_argument("run", metavar="RUN", help="run folder written by rnnkit train")

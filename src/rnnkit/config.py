@@ -13,6 +13,7 @@ from rnnkit.activations import ACTIVATIONS
 
 DATASETS = ("mnist", "fashion-mnist")
 CELLS = ("basic", "lstm", "gru")
+BPTT = ("auto", "fused", "autodiff")  # dynamic_rnn's bptt modes
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,9 @@ class TrainConfig:
     out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
                              "default: runs/<timestamp>")
     validation_size: int = _field(5000, "training images held out for validation")
+    bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
+                       "(fused), jax.grad of the scan (autodiff), or whichever measured faster "
+                       "for the cell and shape (auto)", choices=BPTT)
 
     def to_dict(self):
         return dataclasses.asdict(self)

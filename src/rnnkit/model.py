@@ -17,7 +17,7 @@ import optax
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
 from rnnkit.pytree import pytree_dataclass
 from rnnkit.unroll import dynamic_rnn
-from rnnkit.wrappers import MultiRNNCell
+from rnnkit.wrappers import DropoutWrapper, MultiRNNCell
 
 N_STEPS, N_INPUTS, N_OUTPUTS = 28, 28, 10  # MNIST: 28 rows of 28 pixels, 10 classes
 
@@ -39,14 +39,19 @@ class SequenceClassifier:
         object.__setattr__(self, "cell", cell)
         object.__setattr__(self, "dense", dense)
 
-    def __call__(self, images, *, key=None):
-        """``images [B, T*I]`` (or ``[B, T, I]``) -> logits ``[B, classes]``."""
+    def __call__(self, images, *, key=None, bptt="auto"):
+        """``images [B, T*I]`` (or ``[B, T, I]``) -> logits ``[B, classes]``.
+
+        ``bptt`` is ``dynamic_rnn``'s: it changes how gradients are computed, not the model, so
+        it is an argument of the call rather than a field (checkpoints do not depend on it).
+        """
         n_inputs = self.cell.input_size
         if images.shape[-1] % n_inputs:
             raise ValueError(f"images: expected rows of a multiple of {n_inputs} pixels, "
                              f"got shape {images.shape}")
         x = images.reshape(images.shape[0], -1, n_inputs)  # [B, T, I]
-        _, state = dynamic_rnn(self.cell, x, key=key)
+        key = key if _has_dropout(self.cell) else None  # a key would rule out the fused BPTT
+        _, state = dynamic_rnn(self.cell, x, key=key, bptt=bptt)
         return self.dense(top_hidden(state))  # [B, classes]
 
 
@@ -57,6 +62,12 @@ def top_hidden(state):
     if isinstance(state, tuple):  # MultiRNNCell: one state per layer
         return top_hidden(state[-1])
     return state
+
+
+def _has_dropout(cell):
+    """Whether a ``DropoutWrapper`` sits anywhere in ``cell``: the only user of a PRNG key."""
+    is_dropout = lambda node: isinstance(node, DropoutWrapper)  # noqa: E731
+    return any(map(is_dropout, jax.tree.leaves(cell, is_leaf=is_dropout)))
 
 
 def build_cell(kind, input_size, num_units, *, activation="tanh", key):
@@ -80,15 +91,15 @@ def build_model(config, *, key):
     return SequenceClassifier(cell, Dense(config.units, N_OUTPUTS, key=dense_key))
 
 
-def per_example(model, images, labels, *, key=None):
+def per_example(model, images, labels, *, key=None, bptt="auto"):
     """Sparse softmax cross-entropy ``[B]`` and top-1 hits ``[B]`` (the book's ``in_top_k``)."""
-    logits = model(images, key=key)  # [B, classes]
+    logits = model(images, key=key, bptt=bptt)  # [B, classes]
     xentropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return xentropy, correct
 
 
-def loss_and_accuracy(model, images, labels, *, key=None):
+def loss_and_accuracy(model, images, labels, *, key=None, bptt="auto"):
     """``(loss, accuracy)``: the batch means of ``per_example``; the loss is what Adam minimises."""
-    xentropy, correct = per_example(model, images, labels, key=key)
+    xentropy, correct = per_example(model, images, labels, key=key, bptt=bptt)
     return jnp.mean(xentropy), jnp.mean(correct)

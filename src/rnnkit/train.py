@@ -32,8 +32,9 @@ from rnnkit.plots import plot_learning_curves
 from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
 from rnnkit.progress import write_metrics
 
-# Fields that may differ between a run and its resumption: they do not change the numbers.
-RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out")
+# Fields that may differ between a run and its resumption: they do not change the numbers
+# (bptt only computes the same gradients another way: equal up to float rounding).
+RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out", "bptt")
 
 
 class TrainState(NamedTuple):
@@ -78,13 +79,16 @@ def init_state(config):
     return TrainState(model, make_optimizer(config).init(model), key, zero, zero)
 
 
-def make_train_step(optimizer):
-    """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``."""
+def make_train_step(optimizer, *, bptt="auto"):
+    """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``.
+
+    ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff" or "auto".
+    """
     grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
 
     def train_step(state, images, labels):
         key, step_key = jax.random.split(state.key)
-        (loss, accuracy), grads = grad_fn(state.model, images, labels, key=step_key)
+        (loss, accuracy), grads = grad_fn(state.model, images, labels, key=step_key, bptt=bptt)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
         model = optax.apply_updates(state.model, updates)
         new = state._replace(model=model, opt_state=opt_state, key=key, step=state.step + 1)
@@ -145,7 +149,7 @@ def fit(config, datasets, *, out_dir, resume=False, log=print, progress=None):
     config = config.replace(out=str(out_dir))
     state, history = (_resume if resume else _start)(config, out_dir, log)
     write_json(out_dir / "config.json", config.to_dict())
-    train_step = make_train_step(make_optimizer(config))
+    train_step = make_train_step(make_optimizer(config), bptt=config.bptt)
     show_bar = is_terminal() if progress is None else progress
     for epoch in range(int(state.epoch) + 1, config.epochs + 1):
         started = time.perf_counter()
