@@ -45,11 +45,29 @@ def fusable(cell):
     return isinstance(cell, (LSTMCell, GRUCell))
 
 
+def gate_projections(cell, xs):
+    """``cell.input_projection(xs)`` as one ``[T, B, H]`` array per gate.
+
+    One matmul per gate rather than slices of one ``[T, B, G*H]`` product: on XLA:CPU an
+    elementwise kernel that slices the minor axis of a computed array ran about 10x slower than
+    the matmuls themselves (measured in BENCHMARKS.md's notes).
+    """
+    count = _GATES[_kind(cell)]
+    rows = _rows(xs)  # [T*B, I]: a 2-D matmul; its gradient contracts one axis, not two
+    pairs = zip(gate_blocks(cell.w_x, count), gate_blocks(cell.b, count))
+    return tuple((rows @ w_x + b).reshape(xs.shape[:-1] + b.shape) for w_x, b in pairs)
+
+
+def _kind(cell):
+    return {BasicRNNCell: "basic", LSTMCell: "lstm", GRUCell: "gru"}[type(cell)]
+
+
 def fused_recurrence(cell, xp, state0, valid, *, unroll=1):
     """Run the recurrence of ``cell`` on projected inputs with the explicit backward pass.
 
     Args:
-      cell: a cell for which ``fusable(cell)``; xp: ``cell.input_projection(x)``, ``[T, B, G*H]``.
+      cell: a cell for which ``fusable(cell)``; xp: ``gate_projections(cell, x)`` (or
+        ``cell.input_projection(x)``, ``[T, B, G*H]``, which is split into gates here).
       state0: the initial state; valid: bool ``[T, B]`` (False past each length) or None.
       unroll: time steps per iteration of the compiled loops (``lax.scan``'s ``unroll``).
     Returns:
@@ -62,6 +80,8 @@ def fused_recurrence(cell, xp, state0, valid, *, unroll=1):
         params = (cell.w_h, cell.peepholes)
     else:
         spec, params = _Spec("gru", cell.reset_after), (cell.w_h, cell.b_h)
+    if not isinstance(xp, tuple):
+        xp = gate_blocks(xp, _GATES[spec.kind])
     return _recurrence(spec, unroll, params, xp, state0, valid)
 
 
@@ -73,8 +93,6 @@ def _recurrence(spec, unroll, params, xp, state0, valid):
 
 def _forward(spec, unroll, params, xp, state0, valid, save):
     step = _STEPS[spec.kind]
-    gates = gate_blocks(xp, _GATES[spec.kind])  # G x [T, B, H]: see the module docstring
-
     def body(prev, inputs):
         xp_t, valid_t = inputs
         new, saved = step(spec, params, xp_t, prev)
@@ -84,7 +102,7 @@ def _forward(spec, unroll, params, xp, state0, valid, save):
             h = jnp.where(valid_t[:, None], h, jnp.zeros_like(h))
         return new, ((h, new, saved) if save else h)
 
-    return jax.lax.scan(body, state0, (gates, valid), unroll=unroll)
+    return jax.lax.scan(body, state0, (xp, valid), unroll=unroll)
 
 
 def _recurrence_fwd(spec, unroll, params, xp, state0, valid):
@@ -111,7 +129,6 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
 
     scanned = (d_outputs, prevs, saved, states, valid)
     d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
-    d_xp = jnp.concatenate(d_xp, axis=-1)  # [T, B, G*H]
     d_params = _PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
     return d_params, d_xp, d_state0, None
 
@@ -151,8 +168,14 @@ def _basic_vjp(spec, params, saved_t, prev_t, new_t, d_h):
     return d_z @ w_h.T, (d_z,), None
 
 
+def _weight_grad(prevs, d_gates):
+    """``sum_t prevs[t].T @ d[t]`` for each gate, side by side: ``[H, G*H]``."""
+    prev_rows = _rows(prevs)
+    return jnp.concatenate([prev_rows.T @ _rows(d) for d in d_gates], axis=-1)
+
+
 def _basic_grads(spec, params, prevs, states, saved, d_xp, extra):
-    return (_rows(prevs).T @ _rows(d_xp),)
+    return (_weight_grad(prevs, d_xp),)
 
 
 # LSTM: saves the activated gates (i, f, g, o).
@@ -192,10 +215,10 @@ def _lstm_vjp(spec, params, gates, prev_t, new_t, d_new):
 
 def _lstm_grads(spec, params, prevs, states, gates, d_xp, extra):
     w_h, peepholes = params
-    d_w_h = _rows(prevs.h).T @ _rows(d_xp)
+    d_w_h = _weight_grad(prevs.h, d_xp)
     if peepholes is None:
         return d_w_h, None
-    d_zi, d_zf, _, d_zo = gate_blocks(d_xp, 4)
+    d_zi, d_zf, _, d_zo = d_xp
     sums = (d_zi * prevs.c, d_zf * prevs.c, d_zo * states.c)
     return d_w_h, tuple(jnp.sum(s, axis=(0, 1)) for s in sums)
 
@@ -236,14 +259,12 @@ def _gru_vjp(spec, params, saved_t, prev_t, new_t, d_h):
 
 
 def _gru_grads(spec, params, prevs, states, saved, d_xp, d_hn):
-    units = prevs.shape[-1]
-    prev_rows = _rows(prevs)
-    if spec.option:  # reset_after
-        d_hh = _rows(jnp.concatenate([d_xp[..., : 2 * units], d_hn], axis=-1))
-        return prev_rows.T @ d_hh, jnp.sum(d_hh, axis=0)
-    r = _rows(saved[0])
-    d_rz, d_zn = _rows(d_xp[..., : 2 * units]), _rows(d_xp[..., 2 * units :])
-    return jnp.concatenate([prev_rows.T @ d_rz, (r * prev_rows).T @ d_zn], axis=-1), None
+    d_zr, d_zz, d_zn = d_xp
+    if spec.option:  # reset_after: the gradient of h w_h + b_h is (d_zr, d_zz, d_hn)
+        d_hh = (d_zr, d_zz, d_hn)
+        return _weight_grad(prevs, d_hh), jnp.concatenate([jnp.sum(d, (0, 1)) for d in d_hh])
+    d_w_rz = _weight_grad(prevs, (d_zr, d_zz))
+    return jnp.concatenate([d_w_rz, _weight_grad(saved[0] * prevs, (d_zn,))], axis=-1), None
 
 
 _GATES = {"basic": 1, "lstm": 4, "gru": 3}

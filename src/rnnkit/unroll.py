@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit import speed
-from rnnkit.bptt import fusable, fused_recurrence
+from rnnkit.bptt import fusable, fused_recurrence, gate_projections
+from rnnkit.bptt_generic import generic_recurrence, splittable
 from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
 from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell
 
@@ -164,11 +165,12 @@ def _run(cell, xs, state, lengths, key, bptt, unroll):
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
         raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
-    layers = _fused_layers(cell) if key is None else None
+    layers = _fused_layers(cell, generic=bptt == "fused") if key is None else None
     if bptt == "fused" and layers is None:
         raise ValueError(
-            f"bptt: 'fused' supports BasicRNNCell (named activation), LSTMCell, GRUCell and "
-            f"MultiRNNCell stacks of them without dropout keys, got {type(cell).__name__}"
+            f"bptt: 'fused' supports the built-in cells, cells with input_projection and "
+            f"recurrent_step, and MultiRNNCell stacks of them without dropout keys, "
+            f"got {type(cell).__name__}"
         )
     shape = speed.Workload(type(layers[0] if layers else cell).__name__, *xs.shape, _units(cell))
     if unroll is None:
@@ -191,11 +193,13 @@ def _units(cell):
     return size if isinstance(size, int) else 0
 
 
-def _fused_layers(cell):
-    """The layers of ``cell`` as a list of fusable cells, or None if the cell is not fusable."""
+def _fused_layers(cell, generic=False):
+    """The layers of ``cell`` if each has an explicit BPTT (with ``generic``, also split cells
+    of any kind, through ``bptt_generic``), else None."""
     cell = _unwrap(cell)
     layers = [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
-    return layers if all(fusable(c) for c in layers) else None
+    has_bptt = (lambda c: fusable(c) or splittable(c)) if generic else fusable
+    return layers if all(has_bptt(c) for c in layers) else None
 
 
 def _run_fused(layers, stacked, xs, state, lengths, unroll):
@@ -206,8 +210,11 @@ def _run_fused(layers, stacked, xs, state, lengths, unroll):
     states = state if stacked else (state,)
     finals = []
     for layer, layer_state in zip(layers, states):
-        xs, layer_state = fused_recurrence(layer, layer.input_projection(xs), layer_state, valid,
-                                           unroll=unroll)
+        if fusable(layer):
+            xp, recurrence = gate_projections(layer, xs), fused_recurrence
+        else:
+            xp, recurrence = layer.input_projection(xs), generic_recurrence
+        xs, layer_state = recurrence(layer, xp, layer_state, valid, unroll=unroll)
         finals.append(layer_state)
     return xs, (tuple(finals) if stacked else finals[0])
 
