@@ -4,12 +4,12 @@ Autodiff of ``lax.scan`` keeps every weight gradient inside the backward loop. H
 loop carries only the sequential dependency, ``d_state[t-1] = f(d_state[t])``; everything else is
 computed once, after the loop, as large matmuls over all ``T * B`` rows::
 
-    forward:   state[t] = step(xp[t], state[t-1])          # saves the gate activations
+    forward:   state[t] = step(x[t] w_x + b, state[t-1])   # saves the gate activations
     backward:  d_xp[t], d_state[t-1] = step_vjp(saved[t], d_state[t] + d_out[t])
-    after:     d_w_h = prev_h[T*B, H].T @ d_xp[T*B, G*H]     # one matmul, not T
+    after:     d_w_h = prev_h[T*B, H].T @ d_xp[T*B, G*H]     # one matmul per gate, not T
+               d_w_x = x[T*B, I].T @ d_xp[T*B, G*H];  d_x = d_xp @ w_x.T
 
-The input side ``xp = x w_x + b`` is outside this function: autodiff turns it into one matmul
-each way. Masks (``sequence_length``) are applied exactly as in ``unroll.py``.
+Masks (``sequence_length``) are applied exactly as in ``unroll.py``.
 """
 
 import functools
@@ -45,29 +45,12 @@ def fusable(cell):
     return isinstance(cell, (LSTMCell, GRUCell))
 
 
-def gate_projections(cell, xs):
-    """``cell.input_projection(xs)`` as one ``[T, B, H]`` array per gate.
-
-    One matmul per gate rather than slices of one ``[T, B, G*H]`` product: on XLA:CPU an
-    elementwise kernel that slices the minor axis of a computed array ran about 10x slower than
-    the matmuls themselves (measured in BENCHMARKS.md's notes).
-    """
-    count = _GATES[_kind(cell)]
-    rows = _rows(xs)  # [T*B, I]: a 2-D matmul; its gradient contracts one axis, not two
-    pairs = zip(gate_blocks(cell.w_x, count), gate_blocks(cell.b, count))
-    return tuple((rows @ w_x + b).reshape(xs.shape[:-1] + b.shape) for w_x, b in pairs)
-
-
-def _kind(cell):
-    return {BasicRNNCell: "basic", LSTMCell: "lstm", GRUCell: "gru"}[type(cell)]
-
-
-def fused_recurrence(cell, xp, state0, valid, *, unroll=1):
-    """Run the recurrence of ``cell`` on projected inputs with the explicit backward pass.
+def fused_rnn(cell, xs, state0, valid, *, unroll=1):
+    """Run ``cell`` over ``xs`` with the explicit backward pass.
 
     Args:
-      cell: a cell for which ``fusable(cell)``; xp: ``gate_projections(cell, x)`` (or
-        ``cell.input_projection(x)``, ``[T, B, G*H]``, which is split into gates here).
+      cell: a cell for which ``fusable(cell)``; xs: time-major inputs ``[T, B, I]``, already
+        zero where not valid.
       state0: the initial state; valid: bool ``[T, B]`` (False past each length) or None.
       unroll: time steps per iteration of the compiled loops (``lax.scan``'s ``unroll``).
     Returns:
@@ -80,38 +63,52 @@ def fused_recurrence(cell, xp, state0, valid, *, unroll=1):
         params = (cell.w_h, cell.peepholes)
     else:
         spec, params = _Spec("gru", cell.reset_after), (cell.w_h, cell.b_h)
-    if not isinstance(xp, tuple):
-        xp = gate_blocks(xp, _GATES[spec.kind])
-    return _recurrence(spec, unroll, params, xp, state0, valid)
+    return _recurrence(spec, unroll, (cell.w_x, cell.b), params, xs, state0, valid)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence(spec, unroll, params, xp, state0, valid):
-    final, outputs = _forward(spec, unroll, params, xp, state0, valid, save=False)
+def _recurrence(spec, unroll, projection, params, xs, state0, valid):
+    final, outputs = _forward(spec, unroll, projection, params, xs, state0, valid, save=False)
     return outputs, final
 
 
-def _forward(spec, unroll, params, xp, state0, valid, save):
+def _forward(spec, unroll, projection, params, xs, state0, valid, save):
+    """The time loop; with ``save`` it returns the states and gate activations of every step
+    (the outputs are then the states' ``h``, zeroed past the lengths: no separate copy).
+
+    The input projection ``x_t w_x + b`` runs inside the loop: computed for all steps before
+    it, the ``[T, B, G*H]`` array and its gate slices ran markedly slower on XLA:CPU."""
     step = _STEPS[spec.kind]
+    w_x, b = projection
+    gates = _GATES[spec.kind]
+
     def body(prev, inputs):
-        xp_t, valid_t = inputs
-        new, saved = step(spec, params, xp_t, prev)
-        h = new.h if spec.kind == "lstm" else new
+        x_t, valid_t = inputs
+        new, saved = step(spec, params, gate_blocks(x_t @ w_x + b, gates), prev)
+        h = _hidden(spec, new)
         if valid_t is not None:
             new = _select(valid_t, new, prev)
             h = jnp.where(valid_t[:, None], h, jnp.zeros_like(h))
-        return new, ((h, new, saved) if save else h)
+        return new, ((new, saved) if save else h)
 
-    return jax.lax.scan(body, state0, (xp, valid), unroll=unroll)
+    return jax.lax.scan(body, state0, (xs, valid), unroll=unroll)
 
 
-def _recurrence_fwd(spec, unroll, params, xp, state0, valid):
-    final, (outputs, states, saved) = _forward(spec, unroll, params, xp, state0, valid, save=True)
-    return (outputs, final), (params, state0, states, saved, valid)
+def _hidden(spec, state):
+    return state.h if spec.kind == "lstm" else state
+
+
+def _recurrence_fwd(spec, unroll, projection, params, xs, state0, valid):
+    final, (states, saved) = _forward(spec, unroll, projection, params, xs, state0, valid,
+                                      save=True)
+    outputs = _hidden(spec, states)  # [T, B, H]
+    if valid is not None:
+        outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
+    return (outputs, final), (projection, params, xs, state0, states, saved, valid)
 
 
 def _recurrence_bwd(spec, unroll, residuals, cotangents):
-    params, state0, states, saved, valid = residuals
+    projection, params, xs, state0, states, saved, valid = residuals
     d_outputs, d_final = cotangents
     prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
     step_vjp = _STEP_VJPS[spec.kind]
@@ -130,7 +127,22 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
     scanned = (d_outputs, prevs, saved, states, valid)
     d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
     d_params = _PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
-    return d_params, d_xp, d_state0, None
+    return _projection_grads(projection, xs, d_xp), d_params, _input_grad(projection, d_xp), \
+        d_state0, None
+
+
+def _projection_grads(projection, xs, d_xp):
+    """Gradients of ``w_x [I, G*H]`` and ``b [G*H]``: one matmul per gate over all rows."""
+    d_b = jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in d_xp])
+    return _weight_grad(xs, d_xp), d_b
+
+
+def _input_grad(projection, d_xp):
+    """Gradient of the inputs ``[T, B, I]``: ``sum_g d_xp[g] w_x[g].T``, after the loop."""
+    w_x, _ = projection
+    blocks = gate_blocks(w_x, len(d_xp))
+    rows = functools.reduce(jnp.add, [_rows(d) @ w.T for d, w in zip(d_xp, blocks)])
+    return rows.reshape(d_xp[0].shape[:-1] + (w_x.shape[0],))
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)

@@ -10,7 +10,7 @@ the step, taken in two parts so that the loop carries only the sequential depend
 
 The last line calls the step once on all ``T * B`` rows (time folded into the batch), so each
 weight gradient is one large matmul instead of ``T`` small ones, summed inside the loop. Masks
-(``valid``) act as in ``bptt.fused_recurrence``: zero output and a copied state where not valid.
+(``valid``) act as in ``bptt.fused_rnn``: zero output and a copied state where not valid.
 """
 
 import functools

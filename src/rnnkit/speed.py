@@ -1,27 +1,26 @@
 """Which loop runs by default: the rules, and the measurements behind them.
 
-Figures (median ms of one train step, this project's 2-core CPU machine; BENCHMARKS.md has the
-commands, ``benchmarks/bptt_rules.py`` remeasures them):
+Median ms of one train step (forward, backward, Adam) on this project's 2-core CPU machine;
+``benchmarks/bptt_rules.py`` and ``benchmarks/peers.py`` remeasure them, BENCHMARKS.md records
+the runs:
 
 =========================  ============  ==========  =============
 workload (B, T, I, H)      cell          fused       autodiff
 =========================  ============  ==========  =============
-book (150, 28, 28, 150)    BasicRNNCell  4.4         6.2
-book (150, 28, 28, 150)    LSTMCell      26.2        13.5
-book (150, 28, 28, 150)    GRUCell       28.1        16.7
-long (32, 1000, 32, 128)   BasicRNNCell  45.7        48.0
-long (32, 1000, 32, 128)   LSTMCell      185.7       220.0
+book (150, 28, 28, 150)    BasicRNNCell  3.98        4.74
+book (150, 28, 28, 150)    LSTMCell      12.88       14.21
+book (150, 28, 28, 150)    GRUCell       11.73       12.38
+long (32, 1000, 32, 128)   LSTMCell      144.2       210.6
 =========================  ============  ==========  =============
 
-So the explicit BPTT is the default for the plain RNN everywhere, and for gated cells only at
-small batches, where the per-step work is small and autodiff's extra per-step operations dominate.
-Unroll factors 2 and 8 were no faster than 1 in the same runs.
+So every built-in cell runs the explicit BPTT by default. Cells of users' own run on autodiff:
+the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward loop and
+measured slower than autodiff for gated cells. Unroll factors 2 and 8 were no faster than 1.
 """
 
 from typing import NamedTuple
 
-# Gated cells run the explicit BPTT by default up to this batch size (measured at 32 and 150).
-FUSED_GATED_MAX_BATCH = 64
+BUILT_IN_CELLS = ("BasicRNNCell", "LSTMCell", "GRUCell")
 
 
 class Workload(NamedTuple):
@@ -36,7 +35,7 @@ class Workload(NamedTuple):
 
 def prefer_fused(workload):
     """Whether the explicit BPTT beats autodiff of the scan for this workload."""
-    return workload.cell == "BasicRNNCell" or workload.batch_size <= FUSED_GATED_MAX_BATCH
+    return workload.cell in BUILT_IN_CELLS
 
 
 def default_unroll(workload):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit import speed
-from rnnkit.bptt import fusable, fused_recurrence, gate_projections
+from rnnkit.bptt import fusable, fused_rnn
 from rnnkit.bptt_generic import generic_recurrence, splittable
 from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
 from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell
@@ -211,10 +211,10 @@ def _run_fused(layers, stacked, xs, state, lengths, unroll):
     finals = []
     for layer, layer_state in zip(layers, states):
         if fusable(layer):
-            xp, recurrence = gate_projections(layer, xs), fused_recurrence
+            xs, layer_state = fused_rnn(layer, xs, layer_state, valid, unroll=unroll)
         else:
-            xp, recurrence = layer.input_projection(xs), generic_recurrence
-        xs, layer_state = recurrence(layer, xp, layer_state, valid, unroll=unroll)
+            xs, layer_state = generic_recurrence(layer, layer.input_projection(xs), layer_state,
+                                                 valid, unroll=unroll)
         finals.append(layer_state)
     return xs, (tuple(finals) if stacked else finals[0])
 
