@@ -29,6 +29,25 @@ def median_ms(fn, *, steps=30, rounds=2, warmup=3):
     return statistics.median(times)
 
 
+def interleaved_median_ms(fns, *, steps=6, rounds=10, warmup=3):
+    """Median ms per call of each ``fns[name]()``, measured in interleaved rounds.
+
+    Each round times ``steps`` calls of every function in turn, so a slow spell of this shared
+    machine falls on all of them alike rather than on whichever ran at that moment.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def machine():
     """A description of where the figures were taken."""
     return {

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 import peer_costs
-from common import machine, median_ms, write_json
+from common import interleaved_median_ms, machine, write_json
 from peer_models import (BUILDERS, DEFAULT_FRAMEWORKS, GATES, book_batch_np, param_offset,
                          rnnkit_params)
 
@@ -41,9 +41,9 @@ class Sizes:
     memory_steps: tuple = (250, 500, 1000)
     compile_steps: tuple = (28, 100, 1000)
     matmul: int = 2048
-    steps: int = 30  # timed steps per round; long sequences use long_steps
-    long_steps: int = 10
-    rounds: int = 2
+    steps: int = 6  # timed steps per framework and round; long sequences use long_steps
+    long_steps: int = 2
+    rounds: int = 10  # rounds interleave the frameworks (common.interleaved_median_ms)
     warmup: int = 3
     rss_steps: int = 3
 
@@ -55,7 +55,9 @@ PACKAGES = ("rnnkit", "jax", "jaxlib", "optax", "numpy", "torch", "tensorflow-cp
 
 
 def timer(sizes, steps):
-    return lambda fn: median_ms(fn, steps=steps, rounds=sizes.rounds, warmup=sizes.warmup)
+    """Medians of a dict of functions, interleaved (see ``common.interleaved_median_ms``)."""
+    return lambda fns: interleaved_median_ms(fns, steps=steps, rounds=sizes.rounds,
+                                             warmup=sizes.warmup)
 
 
 def build_checked(frameworks, kind, x, y, units, *, train=True):
@@ -88,10 +90,10 @@ def time_train(shape, kinds, frameworks, time_ms):
     rows = []
     for kind in kinds:
         peers = build_checked(frameworks, kind, x, y, units)
+        medians = time_ms({name: peer.train_step for name, peer in peers.items()})
         for name, peer in peers.items():
-            ms = time_ms(peer.train_step)
-            rows.append(dict(cell=kind, framework=name, params=peer.params, ms=ms))
-            print(f"  {kind:5s} {name:15s} {ms:10.2f} ms", flush=True)
+            rows.append(dict(cell=kind, framework=name, params=peer.params, ms=medians[name]))
+            print(f"  {kind:5s} {name:15s} {medians[name]:10.2f} ms", flush=True)
     return add_ratios(rows)
 
 
@@ -101,8 +103,8 @@ def time_inference(shape, batch_size, kinds, frameworks, time_ms):
     rows = []
     for kind in kinds:
         peers = build_checked(frameworks, kind, x, y, units, train=False)
-        for name, peer in peers.items():
-            ms = time_ms(peer.forward)
+        medians = time_ms({name: peer.forward for name, peer in peers.items()})
+        for name, ms in medians.items():
             rows.append(dict(cell=kind, framework=name, ms=ms, seq_per_s=batch_size / ms * 1e3))
     return add_ratios(rows)
 
@@ -193,14 +195,14 @@ TRAIN_COLUMNS = [("cell", "cell", "s"), ("framework", "framework", "s"), ("param
 
 def report_book(rows, sizes):
     table(f"(a) train step, (B, T, I, H) = {sizes.book}, median ms of {sizes.steps} x "
-          f"{sizes.rounds}", TRAIN_COLUMNS, rows)
+          f"{sizes.rounds} interleaved rounds", TRAIN_COLUMNS, rows)
     print("  params equal rnnkit's but for bias layouts (peer_models.param_offset): torch "
           "basic/lstm +G*H (b_ih + b_hh), flax gru -3H (no recurrent bias)")
 
 
 def report_long(rows, sizes):
     table(f"(b) LSTM train step, (B, T, I, H) = {sizes.long}, median ms of {sizes.long_steps} x "
-          f"{sizes.rounds}", TRAIN_COLUMNS, rows)
+          f"{sizes.rounds} interleaved rounds", TRAIN_COLUMNS, rows)
 
 
 def report_inference(rows, sizes):
