@@ -132,17 +132,14 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
 
 
 def _projection_grads(projection, xs, d_xp):
-    """Gradients of ``w_x [I, G*H]`` and ``b [G*H]``: one matmul per gate over all rows."""
-    d_b = jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in d_xp])
-    return _weight_grad(xs, d_xp), d_b
+    """Gradients of ``w_x [I, G*H]`` and ``b [G*H]``: one matmul over all ``T*B`` rows."""
+    return _weight_grad(xs, d_xp), jnp.sum(d_xp, axis=(0, 1))
 
 
 def _input_grad(projection, d_xp):
-    """Gradient of the inputs ``[T, B, I]``: ``sum_g d_xp[g] w_x[g].T``, after the loop."""
+    """Gradient of the inputs ``[T, B, I]``: ``d_xp w_x.T``, one matmul after the loop."""
     w_x, _ = projection
-    blocks = gate_blocks(w_x, len(d_xp))
-    rows = functools.reduce(jnp.add, [_rows(d) @ w.T for d, w in zip(d_xp, blocks)])
-    return rows.reshape(d_xp[0].shape[:-1] + (w_x.shape[0],))
+    return (_rows(d_xp) @ w_x.T).reshape(d_xp.shape[:-1] + (w_x.shape[0],))
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
@@ -163,6 +160,18 @@ def _rows(x):
     return x.reshape(-1, x.shape[-1])
 
 
+def _join(blocks):
+    """Gate blocks ``G x [B, H] -> [B, G*H]`` as a sum of zero-padded blocks, which XLA fuses
+    with the computation of the blocks into one kernel (a ``concatenate`` is a kernel of its
+    own and a copy)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    units, count = blocks[0].shape[-1], len(blocks)
+    padded = [jnp.pad(b, [(0, 0)] * (b.ndim - 1) + [(k * units, (count - 1 - k) * units)])
+              for k, b in enumerate(blocks)]
+    return functools.reduce(jnp.add, padded)
+
+
 def _sigmoid_grad(s):
     return s * (1.0 - s)
 
@@ -177,13 +186,12 @@ def _basic_step(spec, params, xp_t, prev):
 def _basic_vjp(spec, params, saved_t, prev_t, new_t, d_h):
     (w_h,) = params
     d_z = d_h * _DERIVATIVE_FROM_OUTPUT[spec.option](new_t)  # [B, H]
-    return d_z @ w_h.T, (d_z,), None
+    return d_z @ w_h.T, d_z, None
 
 
-def _weight_grad(prevs, d_gates):
-    """``sum_t prevs[t].T @ d[t]`` for each gate, side by side: ``[H, G*H]``."""
-    prev_rows = _rows(prevs)
-    return jnp.concatenate([prev_rows.T @ _rows(d) for d in d_gates], axis=-1)
+def _weight_grad(prevs, d_xp):
+    """``sum_t prevs[t].T @ d_xp[t]``, one matmul over all ``T*B`` rows."""
+    return _rows(prevs).T @ _rows(d_xp)
 
 
 def _basic_grads(spec, params, prevs, states, saved, d_xp, extra):
@@ -221,8 +229,8 @@ def _lstm_vjp(spec, params, gates, prev_t, new_t, d_new):
     d_c_prev = d_c * f
     if peepholes is not None:
         d_c_prev = d_c_prev + d_zi * peepholes[0] + d_zf * peepholes[1]
-    d_z = (d_zi, d_zf, d_zg, d_zo)
-    return LSTMStateTuple(d_c_prev, jnp.concatenate(d_z, axis=-1) @ w_h.T), d_z, None
+    d_z = _join([d_zi, d_zf, d_zg, d_zo])  # [B, 4H]
+    return LSTMStateTuple(d_c_prev, d_z @ w_h.T), d_z, None
 
 
 def _lstm_grads(spec, params, prevs, states, gates, d_xp, extra):
@@ -230,7 +238,7 @@ def _lstm_grads(spec, params, prevs, states, gates, d_xp, extra):
     d_w_h = _weight_grad(prevs.h, d_xp)
     if peepholes is None:
         return d_w_h, None
-    d_zi, d_zf, _, d_zo = d_xp
+    d_zi, d_zf, _, d_zo = gate_blocks(d_xp, 4)
     sums = (d_zi * prevs.c, d_zf * prevs.c, d_zo * states.c)
     return d_w_h, tuple(jnp.sum(s, axis=(0, 1)) for s in sums)
 
@@ -262,21 +270,22 @@ def _gru_vjp(spec, params, saved_t, prev_t, new_t, d_h):
     d_zn = d_h * (1.0 - z) * (1.0 - n * n)
     if spec.option:  # reset_after
         d_zr = d_zn * saved_t[3] * _sigmoid_grad(r)
-        d_hh = jnp.concatenate([d_zr, d_zz, d_zn * r], axis=-1)  # grad of h w_h + b_h
-        return d_h * z + d_hh @ w_h.T, (d_zr, d_zz, d_zn), d_zn * r
+        d_hh = _join([d_zr, d_zz, d_zn * r])  # grad of h w_h + b_h
+        return d_h * z + d_hh @ w_h.T, _join([d_zr, d_zz, d_zn]), d_zn * r
     d_rh = d_zn @ w_h[:, 2 * units :].T  # grad of r * h_prev
     d_zr = d_rh * prev_t * _sigmoid_grad(r)
-    d_prev = d_h * z + d_rh * r + jnp.concatenate([d_zr, d_zz], axis=-1) @ w_h[:, : 2 * units].T
-    return d_prev, (d_zr, d_zz, d_zn), None
+    d_prev = d_h * z + d_rh * r + _join([d_zr, d_zz]) @ w_h[:, : 2 * units].T
+    return d_prev, _join([d_zr, d_zz, d_zn]), None
 
 
 def _gru_grads(spec, params, prevs, states, saved, d_xp, d_hn):
-    d_zr, d_zz, d_zn = d_xp
+    units = prevs.shape[-1]
     if spec.option:  # reset_after: the gradient of h w_h + b_h is (d_zr, d_zz, d_hn)
-        d_hh = (d_zr, d_zz, d_hn)
-        return _weight_grad(prevs, d_hh), jnp.concatenate([jnp.sum(d, (0, 1)) for d in d_hh])
-    d_w_rz = _weight_grad(prevs, (d_zr, d_zz))
-    return jnp.concatenate([d_w_rz, _weight_grad(saved[0] * prevs, (d_zn,))], axis=-1), None
+        d_hh = jnp.concatenate([d_xp[..., : 2 * units], d_hn], axis=-1)
+        return _weight_grad(prevs, d_hh), jnp.sum(d_hh, axis=(0, 1))
+    d_w_rz = _weight_grad(prevs, d_xp[..., : 2 * units])
+    d_w_n = _weight_grad(saved[0] * prevs, d_xp[..., 2 * units :])
+    return jnp.concatenate([d_w_rz, d_w_n], axis=-1), None
 
 
 _GATES = {"basic": 1, "lstm": 4, "gru": 3}
