@@ -16,6 +16,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the book's workload")
     parser.add_argument("--cells", default="basic,lstm,gru")
     parser.add_argument("--unrolls", default="1,2,4")
+    parser.add_argument("--modes", default="fused,autodiff", help="bptt modes to time")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = []
@@ -24,7 +25,7 @@ def main(argv=None):
         batch_size, num_steps, input_size, units = WORKLOADS[name]
         batch = book_batch(batch_size, num_steps, input_size)
         for kind in args.cells.split(","):
-            for bptt in ("fused", "autodiff"):
+            for bptt in args.modes.split(","):
                 for unroll in map(int, args.unrolls.split(",")):
                     ms = time_rnnkit_train(kind, batch, units, bptt=bptt, unroll=unroll)
                     rows.append(dict(workload=name, cell=kind, bptt=bptt, unroll=unroll, ms=ms))
