@@ -127,11 +127,11 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
     scanned = (d_outputs, prevs, saved, states, valid)
     d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
     d_params = _PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
-    return _projection_grads(projection, xs, d_xp), d_params, _input_grad(projection, d_xp), \
+    return _projection_grads(xs, d_xp), d_params, _input_grad(projection, d_xp), \
         d_state0, None
 
 
-def _projection_grads(projection, xs, d_xp):
+def _projection_grads(xs, d_xp):
     """Gradients of ``w_x [I, G*H]`` and ``b [G*H]``: one matmul over all ``T*B`` rows."""
     return _weight_grad(xs, d_xp), jnp.sum(d_xp, axis=(0, 1))
 
