@@ -93,15 +93,33 @@ def test_bidirectional_fused_equals_autodiff():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_dropout_without_key_is_fused_and_with_key_falls_back():
+def _loop_of(cell, x, **kwargs):
+    """Which loop ``dynamic_rnn`` traces: "fused" (the custom VJP) or "autodiff" (a plain scan)."""
+    jaxpr = jax.make_jaxpr(lambda x: rk.dynamic_rnn(cell, x, **kwargs)[0])(x)
+    names = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+    return "fused" if "custom_vjp_call" in names else "autodiff"
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_auto_runs_the_explicit_bptt_for_built_in_cells(name):
+    cell = _cells(jax.random.key(0))[name]
+    x = jnp.ones((B, T, I))
+    assert _loop_of(cell, x) == "fused"
+    assert _loop_of(cell, x, key=jax.random.key(1)) == "fused"  # no dropout: the key is unused
+    assert _loop_of(cell, x, bptt="autodiff") == "autodiff"
+
+
+def test_active_dropout_runs_on_autodiff():
     cell = rk.DropoutWrapper(rk.LSTMCell(I, H, key=jax.random.key(0)), input_keep_prob=0.5)
     x = jax.random.normal(jax.random.key(1), (B, T, I))
+    assert _loop_of(cell, x) == "fused"  # without a key the wrapper is the identity
+    assert _loop_of(cell, x, key=jax.random.key(2)) == "autodiff"
     plain, _ = rk.dynamic_rnn(cell.cell, x, bptt="autodiff")
     fused, _ = rk.dynamic_rnn(cell, x, bptt="fused")
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="bptt: 'fused' supports"):
+    with pytest.raises(ValueError, match="bptt: 'fused' supports .* got DropoutWrapper with dropout"):
         rk.dynamic_rnn(cell, x, bptt="fused", key=jax.random.key(2))
-    dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))  # auto falls back to autodiff
+    dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))
     assert not np.allclose(dropped, plain)
 
 
@@ -120,6 +138,7 @@ def test_user_cell_without_split_runs_on_autodiff():
     np.testing.assert_allclose(outputs[:, -1], 2 + (T - 1))
     np.testing.assert_allclose(state, T)
     assert not fusable(Doubler())
+    assert _loop_of(Doubler(), x) == "autodiff"
     with pytest.raises(ValueError, match="got Doubler"):
         rk.dynamic_rnn(Doubler(), x, bptt="fused")
 

@@ -221,6 +221,9 @@ def test_reverse_sequence_reverses_within_each_length():
     want = np.stack([xs[:, 0], xs[::-1, 1], np.r_[xs[1::-1, 2], xs[2:, 2]]], axis=1)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(rnnkit.reverse_sequence(xs, None), xs[::-1])
+    # lengths outside [0, T] act as their nearest bound, as everywhere in the unroll functions
+    clipped = rnnkit.reverse_sequence(xs, jnp.array([-1, T + 4, 2]))
+    np.testing.assert_array_equal(clipped, want)
 
 
 # ---- gradients in float64 ------------------------------------------------------------------------

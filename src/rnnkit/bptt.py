@@ -6,7 +6,7 @@ computed once, after the loop, as large matmuls over all ``T * B`` rows::
 
     forward:   state[t] = step(x[t] w_x + b, state[t-1])   # saves the gate activations
     backward:  d_xp[t], d_state[t-1] = step_vjp(saved[t], d_state[t] + d_out[t])
-    after:     d_w_h = prev_h[T*B, H].T @ d_xp[T*B, G*H]     # one matmul per gate, not T
+    after:     d_w_h = prev_h[T*B, H].T @ d_xp[T*B, G*H]     # one matmul, not T
                d_w_x = x[T*B, I].T @ d_xp[T*B, G*H];  d_x = d_xp @ w_x.T
 
 Masks (``sequence_length``) are applied exactly as in ``unroll.py``.
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from rnnkit.activations import ACTIVATIONS, activation_name
 from rnnkit.cells import BasicRNNCell, GRUCell, LSTMCell, LSTMStateTuple, gate_blocks
+from rnnkit.masks import select, zero_where_invalid
 
 # d act / dz written with the activation's output h, for the activations that allow it.
 _DERIVATIVE_FROM_OUTPUT = {
@@ -87,7 +88,7 @@ def _forward(spec, unroll, projection, params, xs, state0, valid, save):
         new, saved = step(spec, params, gate_blocks(x_t @ w_x + b, gates), prev)
         h = _hidden(spec, new)
         if valid_t is not None:
-            new = _select(valid_t, new, prev)
+            new = select(valid_t, new, prev)
             h = jnp.where(valid_t[:, None], h, jnp.zeros_like(h))
         return new, ((new, saved) if save else h)
 
@@ -117,8 +118,8 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
         d_out_t, prev_t, saved_t, new_t, valid_t = inputs
         d_new = _add_to_h(spec, d_state, d_out_t)
         if valid_t is not None:
-            d_pass = _select(valid_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
-            d_new = _select(valid_t, d_new, jax.tree.map(jnp.zeros_like, d_new))
+            d_pass = select(valid_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
+            d_new = zero_where_invalid(valid_t, d_new)
         d_prev, d_xp_t, extra_t = step_vjp(spec, params, saved_t, prev_t, new_t, d_new)
         if valid_t is not None:
             d_prev = jax.tree.map(jnp.add, d_prev, d_pass)
@@ -143,10 +144,6 @@ def _input_grad(projection, d_xp):
 
 
 _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
-
-
-def _select(valid, new, old):
-    return jax.tree.map(lambda n, o: jnp.where(valid[:, None], n, o), new, old)
 
 
 def _add_to_h(spec, d_state, d_h):

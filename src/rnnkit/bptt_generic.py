@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnkit.masks import select, zero_where_invalid
+
 
 def splittable(cell):
     """Whether ``cell`` has callable ``input_projection`` and ``recurrent_step`` methods."""
@@ -81,7 +83,7 @@ def _forward(layout, unroll, diff, consts, xp, state0, valid, save):
         xp_t, valid_t = inputs
         output, new = cell.recurrent_step(xp_t, prev)
         if valid_t is not None:
-            output, new = _zero_where(valid_t, output), _select(valid_t, new, prev)
+            output, new = zero_where_invalid(valid_t, output), select(valid_t, new, prev)
         return new, ((output, new) if save else output)
 
     return jax.lax.scan(body, state0, (xp, valid), unroll=unroll)
@@ -103,8 +105,8 @@ def _recurrence_bwd(layout, unroll, residuals, cotangents):
         d_new = d_state
         if valid_t is not None:  # an invalid step passes d_state through and sees no cotangent
             zeros = jax.tree.map(jnp.zeros_like, d_state)
-            d_pass, d_new = _select(valid_t, zeros, d_state), _select(valid_t, d_state, zeros)
-            d_out_t = _zero_where(valid_t, d_out_t)
+            d_pass, d_new = select(valid_t, zeros, d_state), select(valid_t, d_state, zeros)
+            d_out_t = zero_where_invalid(valid_t, d_out_t)
         _, step_vjp = jax.vjp(cell.recurrent_step, xp_t, prev_t)
         d_xp_t, d_prev = step_vjp((d_out_t, d_new))
         if valid_t is not None:
@@ -131,15 +133,3 @@ def _weight_grads(layout, diff, consts, xp, prevs, d_steps):
     _, weights_vjp = jax.vjp(step, diff)
     (d_diff,) = weights_vjp(rows(d_steps))
     return d_diff
-
-
-def _select(valid, new, old):
-    """Per example: ``new`` where ``valid``, else ``old`` (for any pytree of ``[B, ...]``)."""
-    def pick(n, o):
-        return jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o)
-    return jax.tree.map(pick, new, old)
-
-
-def _zero_where(valid, tree):
-    """Per example: ``tree`` where ``valid``, zeros elsewhere."""
-    return _select(valid, tree, jax.tree.map(jnp.zeros_like, tree))

@@ -17,7 +17,7 @@ import optax
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
 from rnnkit.pytree import pytree_dataclass
 from rnnkit.unroll import dynamic_rnn
-from rnnkit.wrappers import DropoutWrapper, MultiRNNCell
+from rnnkit.wrappers import MultiRNNCell
 
 N_STEPS, N_INPUTS, N_OUTPUTS = 28, 28, 10  # MNIST: 28 rows of 28 pixels, 10 classes
 
@@ -50,7 +50,6 @@ class SequenceClassifier:
             raise ValueError(f"images: expected rows of a multiple of {n_inputs} pixels, "
                              f"got shape {images.shape}")
         x = images.reshape(images.shape[0], -1, n_inputs)  # [B, T, I]
-        key = key if _has_dropout(self.cell) else None  # a key would rule out the fused BPTT
         _, state = dynamic_rnn(self.cell, x, key=key, bptt=bptt)
         return self.dense(top_hidden(state))  # [B, classes]
 
@@ -62,12 +61,6 @@ def top_hidden(state):
     if isinstance(state, tuple):  # MultiRNNCell: one state per layer
         return top_hidden(state[-1])
     return state
-
-
-def _has_dropout(cell):
-    """Whether a ``DropoutWrapper`` sits anywhere in ``cell``: the only user of a PRNG key."""
-    is_dropout = lambda node: isinstance(node, DropoutWrapper)  # noqa: E731
-    return any(map(is_dropout, jax.tree.leaves(cell, is_leaf=is_dropout)))
 
 
 def build_cell(kind, input_size, num_units, *, activation="tanh", key):

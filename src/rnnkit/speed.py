@@ -1,43 +1,30 @@
-"""Which loop runs by default: the rules, and the measurements behind them.
+"""Which loop runs by default, and the measurements behind the rule.
 
-Median ms of one train step (forward, backward, Adam) on this project's 2-core CPU machine;
-``benchmarks/bptt_rules.py`` and ``benchmarks/peers.py`` remeasure them, BENCHMARKS.md records
-the runs:
+Median ms of one train step (forward, backward, Adam) on this project's 2-core CPU machine,
+from ``benchmarks/peers.py`` (BENCHMARKS.md has the commands and the full tables):
 
-=========================  ============  ==========  =============
-workload (B, T, I, H)      cell          fused       autodiff
-=========================  ============  ==========  =============
-book (150, 28, 28, 150)    BasicRNNCell  3.98        4.74
-book (150, 28, 28, 150)    LSTMCell      12.88       14.21
-book (150, 28, 28, 150)    GRUCell       11.73       12.38
-long (32, 1000, 32, 128)   LSTMCell      144.2       210.6
-=========================  ============  ==========  =============
+=========================  ============  ==============  ========
+workload (B, T, I, H)      cell          explicit BPTT   autodiff
+=========================  ============  ==============  ========
+book (150, 28, 28, 150)    BasicRNNCell  3.44            4.73
+book (150, 28, 28, 150)    LSTMCell      13.00           14.47
+book (150, 28, 28, 150)    GRUCell       12.87           12.90
+long (32, 1000, 32, 128)   LSTMCell      160.2           222.4
+=========================  ============  ==============  ========
 
-So every built-in cell runs the explicit BPTT by default. Cells of users' own run on autodiff:
-the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward loop and
-measured slower than autodiff for gated cells. Unroll factors 2 and 8 were no faster than 1.
+The explicit BPTT was as fast or faster at every shape measured, so the rule looks at the cell
+only: the explicit BPTT for the built-in cells; autodiff for cells of users' own, since the
+generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward loop and
+measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
 """
 
-from typing import NamedTuple
+# Cells whose default loop is the explicit BPTT (by class name: the rule is data, not code).
+FUSED_BY_DEFAULT = frozenset({"BasicRNNCell", "LSTMCell", "GRUCell"})
 
-BUILT_IN_CELLS = ("BasicRNNCell", "LSTMCell", "GRUCell")
-
-
-class Workload(NamedTuple):
-    """What the rules look at: the (bottom) cell's class name and the loop's shape."""
-
-    cell: str
-    num_steps: int
-    batch_size: int
-    input_size: int
-    units: int
+# Time steps per compiled loop iteration when the caller gives none.
+DEFAULT_UNROLL = 1
 
 
-def prefer_fused(workload):
-    """Whether the explicit BPTT beats autodiff of the scan for this workload."""
-    return workload.cell in BUILT_IN_CELLS
-
-
-def default_unroll(workload):
-    """Time steps per compiled loop iteration."""
-    return 1
+def prefer_fused(cell):
+    """Whether the explicit BPTT is the default loop for ``cell`` (a fusable cell)."""
+    return type(cell).__name__ in FUSED_BY_DEFAULT

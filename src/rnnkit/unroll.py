@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from rnnkit import speed
 from rnnkit.bptt import fusable, fused_rnn
 from rnnkit.bptt_generic import generic_recurrence, splittable
+from rnnkit.masks import select
 from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
-from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell
+from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell, has_dropout
 
 BPTT_MODES = ("auto", "fused", "autodiff")
 
@@ -61,8 +62,8 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
       inputs: ``[B, T, I]``, or ``[T, B, I]`` with ``time_major=True``.
       sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
       bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan)
-        or "auto" (the faster one for this cell and shape, by the rule in ``speed.py``).
-      unroll: time steps per compiled loop iteration; None picks by the rule in ``speed.py``.
+        or "auto" (the one measured faster for this cell, by the rule in ``speed.py``).
+      unroll: time steps per compiled loop iteration; None takes ``speed.DEFAULT_UNROLL``.
         The fused path defines only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
@@ -105,6 +106,7 @@ def reverse_sequence(xs, lengths):
     """Reverse ``xs [T, B, ...]`` along time within each sequence's length (TF1's semantics)."""
     if lengths is None:
         return xs[::-1]
+    lengths = jnp.clip(jnp.asarray(lengths), 0, xs.shape[0])  # as everywhere: [0, T]
     t = jnp.arange(xs.shape[0])[:, None]  # [T, 1]
     index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # [T, B]
     index = index.reshape(index.shape + (1,) * (xs.ndim - 2))
@@ -143,19 +145,12 @@ def _valid(lengths, t):
     return None if lengths is None else t < lengths  # [B] bool
 
 
-def _select(valid, new, old):
-    """Per example: ``new`` where ``valid``, else ``old`` (for any state pytree)."""
-    def pick(n, o):
-        return jnp.where(valid.reshape(valid.shape + (1,) * (n.ndim - 1)), n, o)
-    return jax.tree.map(pick, new, old)
-
-
 def _masked_step(cell, x, state, valid, key):
     if valid is None:
         return call_cell(cell, x, state, key)
     x = jnp.where(valid[:, None], x, jnp.zeros_like(x))  # never read the padding
     output, new_state = call_cell(cell, x, state, key)
-    return jnp.where(valid[:, None], output, jnp.zeros_like(output)), _select(valid, new_state, state)
+    return jnp.where(valid[:, None], output, jnp.zeros_like(output)), select(valid, new_state, state)
 
 
 def _run(cell, xs, state, lengths, key, bptt, unroll):
@@ -165,17 +160,18 @@ def _run(cell, xs, state, lengths, key, bptt, unroll):
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
         raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
-    layers = _fused_layers(cell, generic=bptt == "fused") if key is None else None
+    dropout = key is not None and has_dropout(cell)  # a key matters only to dropout
+    layers = None if dropout else _fused_layers(cell, generic=bptt == "fused")
     if bptt == "fused" and layers is None:
         raise ValueError(
             f"bptt: 'fused' supports the built-in cells, cells with input_projection and "
-            f"recurrent_step, and MultiRNNCell stacks of them without dropout keys, "
-            f"got {type(cell).__name__}"
+            f"recurrent_step, and MultiRNNCell stacks of them, without active dropout (a "
+            f"DropoutWrapper given a key); got {type(cell).__name__}"
+            + (" with dropout" if dropout else "")
         )
-    shape = speed.Workload(type(layers[0] if layers else cell).__name__, *xs.shape, _units(cell))
-    if unroll is None:
-        unroll = speed.default_unroll(shape)
-    if layers is not None and (bptt == "fused" or bptt == "auto" and speed.prefer_fused(shape)):
+    unroll = speed.DEFAULT_UNROLL if unroll is None else unroll
+    auto_fused = bptt == "auto" and layers is not None and all(map(speed.prefer_fused, layers))
+    if layers is not None and (bptt == "fused" or auto_fused):
         return _run_fused(layers, isinstance(_unwrap(cell), MultiRNNCell), xs, state, lengths,
                           unroll)
     return _scan(cell, xs, state, lengths, key, unroll)
@@ -186,11 +182,6 @@ def _unwrap(cell):
     while isinstance(cell, DropoutWrapper):
         cell = cell.cell
     return cell
-
-
-def _units(cell):
-    size = _unwrap(cell).output_size
-    return size if isinstance(size, int) else 0
 
 
 def _fused_layers(cell, generic=False):

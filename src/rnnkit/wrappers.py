@@ -22,6 +22,12 @@ def begin_sequence(cell, key):
     return cell if key is None or begin is None else begin(key)
 
 
+def has_dropout(cell):
+    """Whether a ``DropoutWrapper`` sits anywhere in ``cell`` (the only user of a PRNG key)."""
+    is_dropout = lambda node: isinstance(node, DropoutWrapper)  # noqa: E731
+    return any(map(is_dropout, jax.tree.leaves(cell, is_leaf=is_dropout)))
+
+
 def call_cell(cell, inputs, state, key):
     """One step; ``key`` is passed only when given, so cells without randomness need no ``key``."""
     return cell(inputs, state) if key is None else cell(inputs, state, key=key)
