@@ -2,6 +2,7 @@
 incomplete, corrupt or written by another configuration."""
 
 import json
+import re
 
 import jax
 import numpy as np
@@ -71,6 +72,23 @@ def test_restore_rebuilds_the_state_of_a_run_folder(tmp_path):
     np.testing.assert_array_equal(loaded.model.dense.w, state.model.dense.w)
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         restore(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("config, needle", [
+    (None, 'the checkpoint sidecar has no "config" entry'),
+    ({"n_neurons": 150}, r"the sidecar's config is not valid \(n_neurons: unknown"),
+    ({"units": 0}, r"the sidecar's config is not valid \(units: expected an integer >= 1"),
+])
+def test_restore_needs_a_valid_config_in_the_sidecar(tmp_path, config, needle):
+    path = save(tmp_path / "checkpoints", trained_state(CONFIG))
+    sidecar = json.loads(path.read_text())
+    if config is None:
+        del sidecar["config"]
+    else:
+        sidecar["config"] = config
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(path))}: {needle}"):
+        restore(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,17 @@
-"""The `rnnkit` command on a tiny MNIST folder: train, resume, evaluate, predict, and one-line
-errors with exit status 2."""
+"""The `rnnkit` command on a tiny MNIST folder: train, resume, evaluate, predict, the data a
+run was trained on, and one-line errors with exit status 2."""
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +19,7 @@ from PIL import Image
 from rnnkit.cli import main
 from rnnkit.config import TrainConfig
 from rnnkit.datasets import write_idx
+from rnnkit.model import SequenceClassifier
 
 TINY_FLAGS = ["--units", "8", "--batch-size", "10", "--validation-size", "20", "--epochs", "2"]
 
@@ -27,19 +32,22 @@ def run(*argv):
     return status, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def write_mnist(folder, side=28):
     """MNIST's four files (train .gz, test raw): 80 training and 30 test digits whose class is
     a bright row at 2*label+3 on dark noise."""
-    folder = tmp_path_factory.mktemp("mnist")
     rng = np.random.default_rng(0)
     for prefix, n, gz in (("train", 80, ".gz"), ("t10k", 30, "")):
         labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 50, (n, 28, 28)).astype(np.uint8)
+        images = rng.integers(0, 50, (n, side, side)).astype(np.uint8)
         images[np.arange(n), 2 * labels + 3] = 255
         write_idx(folder / f"{prefix}-images-idx3-ubyte{gz}", images)
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{gz}", labels)
     return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +69,7 @@ def test_train_prints_the_data_and_the_books_lines_and_fills_the_run_folder(trai
             "checkpoints"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
     assert (config["units"], config["epochs"], config["data_dir"]) == (8, 2, str(data_dir))
+    assert json.loads((out / "data.json").read_text()) == {"source": str(data_dir)}
 
 
 def test_cli_resume_matches_the_uninterrupted_run(trained, data_dir, tmp_path):
@@ -83,6 +92,13 @@ def test_help_documents_every_config_flag():
     for field in dataclasses.fields(TrainConfig):
         assert "--" + field.name.replace("_", "-") in stdout
     assert "--resume RUN" in stdout and "(default: 150)" in stdout
+    text = " ".join(stdout.split())
+    assert "~/.cache/rnnkit/<dataset>, then, for MNIST without --download, the embedded " \
+           "5,000-digit subset" in text
+    assert "only --epochs (to extend the run), --data-dir (the same data, moved) and " \
+           "--download may differ" in text
+    evaluate_help = " ".join(run("evaluate", "--help")[1].split())
+    assert "default: the data the run was trained on (RUN/data.json" in evaluate_help
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -109,6 +125,109 @@ def test_bad_input_is_one_line_on_stderr_and_status_2(argv, needle, trained, dat
     assert status == 2
     assert stderr.startswith("rnnkit: error: ") and stderr.count("\n") == 1, stderr
     assert needle in stderr
+
+
+def assert_one_line_error(result, *needles):
+    status, _, stderr = result
+    assert status == 2
+    assert stderr.startswith("rnnkit: error: ") and stderr.count("\n") == 1, stderr
+    for needle in needles:
+        assert needle in stderr
+
+
+def test_unwritable_run_folders_are_one_line_errors(data_dir, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    train = ("train", "--data-dir", data_dir, *TINY_FLAGS, "--out")
+    assert_one_line_error(run(*train, tmp_path / "file"), f"--out: {tmp_path}/file is a file")
+    assert_one_line_error(run(*train, tmp_path / "file" / "run"),
+                          f"{tmp_path}/file/run: Not a directory")
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path / "locked")):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    assert_one_line_error(run(*train, tmp_path / "locked"),
+                          f"{tmp_path}/locked: Permission denied")
+    assert_one_line_error(run("train", "--download", "--data-dir", tmp_path / "locked" / "data"),
+                          f"{tmp_path}/locked/data: Permission denied")
+
+
+@pytest.mark.parametrize("damage, command, needle", [
+    (lambda run: (run / "metrics.jsonl").write_text("{oops\n"), "resume",
+     "metrics.jsonl, line 1: not JSON"),
+    (lambda run: (run / "metrics.jsonl").unlink(), "resume",
+     "metrics.jsonl: expected one row for each of epochs 1 to 2"),
+    (lambda run: (run / "config.json").unlink(), "resume", "config.json: No such file"),
+    (lambda run: (run / "config.json").write_text('{"units": 0}'), "resume",
+     "config.json: units: expected an integer >= 1, got 0"),
+    (lambda run: (run / "checkpoints" / "epoch-0002.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((run / "checkpoints" / "epoch-0002.json").read_text())
+         .items() if k != "config"})), "evaluate",
+     'epoch-0002.json: the checkpoint sidecar has no "config" entry'),
+    (lambda run: (run / "data.json").write_text("[]"), "evaluate",
+     'data.json: expected {"source": "embedded" or a folder}'),
+    (lambda run: (run / "data.json").write_text(json.dumps({"source": str(run / "gone")})),
+     "evaluate", "the run was trained on {run}/gone, but MNIST data not found"),
+], ids=["bad-metrics", "no-metrics", "no-config", "bad-config", "sidecar-without-config",
+        "bad-data-json", "data-gone"])
+def test_a_damaged_run_folder_is_a_one_line_error(trained, tmp_path, damage, command, needle):
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy)
+    damage(copy)
+    argv = ("train", "--resume", copy, "--epochs", "3") if command == "resume" else (
+        "evaluate", copy)
+    assert_one_line_error(run(*argv), needle.replace("{run}", str(copy)))
+
+
+@pytest.mark.parametrize("side", [32, 56])  # 56x56 would run as 112 steps of 28 pixels
+def test_images_that_are_not_28x28_are_a_one_line_error(trained, tmp_path, side):
+    folder = write_mnist(tmp_path, side)
+    needle = (f"{folder}: expected train images of 28x28 = 784 pixels (the RNN reads 28 rows "
+              f"of 28), got {side * side} pixels ({side}x{side}) per image")
+    assert_one_line_error(run("train", "--data-dir", folder, *TINY_FLAGS, "--out",
+                              tmp_path / "run"), needle)
+    assert not (tmp_path / "run").exists()
+    assert_one_line_error(run("evaluate", trained[0], "--data-dir", folder), needle)
+
+
+def test_resume_and_evaluate_use_the_data_the_run_was_trained_on(data_dir, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.delenv("RNNKIT_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no cached MNIST: the embedded subset
+    out, flags = tmp_path / "run", ["--units", "8", "--batch-size", "50", "--epochs", "1",
+                                    "--validation-size", "20"]  # fits the tiny MNIST too
+    status, stdout, _ = run("train", "--out", out, *flags)
+    assert status == 0 and stdout.startswith("Using the embedded 5,000-digit MNIST subset")
+    assert json.loads((out / "data.json").read_text()) == {"source": "embedded"}
+    shutil.copytree(data_dir, tmp_path / "root" / "mnist")  # now a full MNIST appears
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "root"))
+    status, stdout, _ = run("evaluate", out)
+    assert status == 0 and "test: 500 examples" in stdout, stdout
+    status, stdout, _ = run("train", "--resume", out, "--epochs", "2")
+    assert status == 0 and "as in training" in stdout and "after epoch 1" in stdout
+    assert json.loads((out / "final.json").read_text())["epoch"] == 2
+    assert_one_line_error(run("train", "--resume", out, "--epochs", "3", "--data-dir",
+                              tmp_path / "root" / "mnist"),
+                          f"--data-dir: the run in {out} was trained on the embedded MNIST "
+                          f"subset, got {tmp_path}/root/mnist")
+    status, stdout, _ = run("evaluate", out, "--data-dir", tmp_path / "root" / "mnist")
+    assert status == 0 and "test: 30 examples" in stdout  # an explicit --data-dir overrides
+
+
+def test_evaluate_runs_the_model_once_over_the_split(trained, monkeypatch):
+    sizes, real = [], SequenceClassifier.__call__
+
+    def counted(self, images, **kwargs):
+        sizes.append(len(images))
+        return real(self, images, **kwargs)
+
+    monkeypatch.setattr(SequenceClassifier, "__call__", counted)
+    with jax.disable_jit():  # so that every call runs, rather than once per trace
+        status, stdout, _ = run("evaluate", trained[0])
+    assert status == 0 and sizes == [1000]  # the 30 test digits, padded to one chunk
 
 
 def test_errors_from_the_installed_command_have_no_traceback(tmp_path):

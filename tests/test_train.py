@@ -1,5 +1,6 @@
-"""Training on tiny data: the model's numbers, the run folder, resume == uninterrupted,
-determinism, divergence, chunked evaluation and the config's checks."""
+"""Training on tiny data: the model's numbers, the run folder, resume == uninterrupted (also
+after a kill at any point of an epoch's end), determinism, divergence, chunked evaluation, and
+the checks of the config, the images and the files of a run folder."""
 
 import json
 import re
@@ -9,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnkit import dynamic_rnn
+from rnnkit import dynamic_rnn, train
 from rnnkit.config import ConfigError, TrainConfig
-from rnnkit.datasets import DataSet, Datasets
-from rnnkit.evaluate import _chunk_sums, evaluate
+from rnnkit.datasets import DataSet, Datasets, DatasetError
+from rnnkit.evaluate import _chunk_results, evaluate, evaluate_with_probabilities
 from rnnkit.model import build_model, loss_and_accuracy, top_hidden
+from rnnkit.progress import MetricsError
 from rnnkit.train import TrainingDiverged, fit, init_state, make_optimizer, make_train_step
 
 TINY = TrainConfig(units=8, batch_size=10, epochs=2, validation_size=20)
@@ -42,11 +44,12 @@ def metric_values(run_dir):
     return rows, json.loads((run_dir / "final.json").read_text())
 
 
-def quiet_fit(config, out_dir, *, datasets=None, resume=False, progress=False):
+def quiet_fit(config, out_dir, *, datasets=None, resume=False, progress=False,
+              data_source=None):
     """``fit`` on ``tiny_datasets()``; returns the result and the lines it logged."""
     lines = []
     result = fit(config, datasets or tiny_datasets(), out_dir=out_dir, resume=resume,
-                 log=lines.append, progress=progress)
+                 data_source=data_source, log=lines.append, progress=progress)
     return result, lines
 
 
@@ -97,12 +100,17 @@ def test_train_step_compiles_once_and_lowers_the_loss():
 def test_chunked_evaluation_masks_the_padding_and_compiles_once():
     model = build_model(TINY, key=jax.random.key(0))
     data = tiny_datasets(num_eval=13).validation
-    before = _chunk_sums._cache_size()
+    before = _chunk_results._cache_size()
     for n in (13, 7):  # 4 chunks of 4 with 3 padded rows; 2 chunks with 1 padded row
         metrics = evaluate(model, data.images[:n], data.labels[:n], chunk_size=4)
         loss, accuracy = loss_and_accuracy(model, data.images[:n], data.labels[:n])
         np.testing.assert_allclose(metrics, (loss, accuracy), rtol=1e-5)
-    assert _chunk_sums._cache_size() == before + 1
+        same, probabilities = evaluate_with_probabilities(model, data.images[:n],
+                                                          data.labels[:n], chunk_size=4)
+        assert same == metrics
+        np.testing.assert_allclose(probabilities, jax.nn.softmax(model(data.images[:n])),
+                                   rtol=1e-5, atol=1e-7)
+    assert _chunk_results._cache_size() == before + 1
 
 
 # --- fit and the run folder --------------------------------------------------------------
@@ -143,6 +151,44 @@ def test_resume_truncates_metrics_written_after_the_checkpoint(straight, tmp_pat
     assert metric_values(tmp_path) == metric_values(straight[0])
 
 
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+@pytest.mark.parametrize("victim", ["write_metrics", "plot_learning_curves", "save_checkpoint"])
+def test_a_run_killed_while_ending_an_epoch_resumes_exactly(straight, tmp_path, monkeypatch,
+                                                            victim):
+    real, calls = getattr(train, victim), []
+
+    def dies_in_epoch_2(*args, **kwargs):
+        calls.append(victim)
+        if len(calls) == 2:  # once per epoch
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, victim, dies_in_epoch_2)
+    with pytest.raises(Killed):
+        quiet_fit(TINY.replace(epochs=3), tmp_path)
+    monkeypatch.undo()
+    quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert metric_values(tmp_path) == metric_values(straight[0])
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda lines: lines[:1] + ["{oops"] + lines[1:], r"metrics.jsonl, line 2: not JSON"),
+    (lambda lines: lines + ["[1, 2]"], r"metrics.jsonl, line 4: expected an object with an "
+                                       r"integer epoch"),
+    (lambda lines: lines[1:], r"metrics.jsonl: expected one row for each of epochs 1 to 3 "
+                              r"\(the latest checkpoint's\), got epochs \[2, 3\]"),
+])
+def test_resume_rejects_a_corrupt_metrics_file(tmp_path, edit, needle):
+    quiet_fit(TINY.replace(epochs=3), tmp_path)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(edit(path.read_text().splitlines())) + "\n")
+    with pytest.raises(MetricsError, match=needle):
+        quiet_fit(TINY.replace(epochs=4), tmp_path, resume=True)
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(straight, tmp_path):
     quiet_fit(TINY.replace(epochs=3), tmp_path / "again", progress=True)  # with the rich bar
     assert metric_values(tmp_path / "again") == metric_values(straight[0])
@@ -176,23 +222,45 @@ def test_fused_and_autodiff_bptt_train_the_same_numbers(cell, tmp_path):
                                        batch_size=config.batch_size)
 
 
-def test_resume_may_change_bptt(straight, tmp_path):
-    quiet_fit(TINY.replace(epochs=1, bptt="fused"), tmp_path)
-    quiet_fit(TINY.replace(epochs=3, bptt="autodiff"), tmp_path, resume=True)
-    assert json.loads((tmp_path / "config.json").read_text())["bptt"] == "autodiff"
-    assert_same_metrics_up_to_rounding(tmp_path, straight[0], batch_size=TINY.batch_size)
-
-
-def test_resume_rejects_a_different_model_and_fewer_epochs(straight, tmp_path):
+def test_resume_rejects_a_different_model_bptt_and_fewer_epochs(straight, tmp_path):
     out = straight[0]
     with pytest.raises(ConfigError, match=r"^units: the run in .* was trained with 8, got 9"):
         quiet_fit(TINY.replace(units=9, epochs=3), out, resume=True)
+    with pytest.raises(ConfigError, match=r"^bptt: the run in .* was trained with 'auto', "
+                                          r"got 'fused'; only epochs, data_dir, download, out"):
+        quiet_fit(TINY.replace(epochs=3, bptt="fused"), out, resume=True)  # rounding differs
     with pytest.raises(ConfigError, match="^epochs: expected at least the 3 epochs"):
         quiet_fit(TINY.replace(epochs=2), out, resume=True)
     with pytest.raises(ConfigError, match="^out: .* already holds a run"):
         quiet_fit(TINY, out)
     with pytest.raises(FileNotFoundError, match="no such run folder"):
         quiet_fit(TINY, tmp_path / "missing", resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="^out: .*file is a file, not a folder"):
+        quiet_fit(TINY, tmp_path / "file")
+
+
+def test_the_data_source_is_recorded_and_may_not_switch_on_resume(tmp_path):
+    quiet_fit(TINY.replace(epochs=1), tmp_path / "a", data_source="embedded")
+    assert json.loads((tmp_path / "a" / "data.json").read_text()) == {"source": "embedded"}
+    with pytest.raises(ConfigError, match=r"^data_dir: the run in .* was trained on the "
+                                          r"embedded MNIST subset, got /data/mnist; resume"):
+        quiet_fit(TINY.replace(epochs=2), tmp_path / "a", resume=True, data_source="/data/mnist")
+    quiet_fit(TINY.replace(epochs=1), tmp_path / "b", data_source="/data/mnist")
+    with pytest.raises(ConfigError, match="trained on /data/mnist, got the embedded MNIST"):
+        quiet_fit(TINY.replace(epochs=2), tmp_path / "b", resume=True, data_source="embedded")
+    quiet_fit(TINY.replace(epochs=2), tmp_path / "b", resume=True, data_source="/moved/mnist")
+    assert json.loads((tmp_path / "b" / "data.json").read_text()) == {"source": "/moved/mnist"}
+
+
+@pytest.mark.parametrize("side", [32, 56])  # 56x56 would run as 112 steps of 28 pixels
+def test_fit_rejects_images_that_are_not_28x28(tmp_path, side):
+    rng = np.random.default_rng(0)
+    split = DataSet(rng.random((60, side, side), np.float32), rng.integers(0, 10, 60))
+    with pytest.raises(DatasetError, match=f"^expected train images of 28x28 = 784 pixels .*"
+                                           f"got {side * side} pixels \\({side}x{side}\\)"):
+        quiet_fit(TINY, tmp_path / "run", datasets=Datasets(split, split, split))
+    assert not (tmp_path / "run").exists()
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):

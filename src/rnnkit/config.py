@@ -36,7 +36,8 @@ class TrainConfig:
     dataset: str = _field("mnist", "data set to train on", choices=DATASETS)
     data_dir: str | None = _field(
         None, "folder with the four IDX files (.gz or raw); default: $RNNKIT_DATA/<dataset>, "
-        "then ~/.cache/rnnkit/<dataset>")
+        "then ~/.cache/rnnkit/<dataset>, then, for MNIST without --download, the embedded "
+        "5,000-digit subset (4,000 train / 500 validation / 500 test)")
     download: bool = _field(False, "download the data set if it is not found")
     cell: str = _field("basic", "memory cell: BasicRNNCell, LSTMCell or GRUCell", choices=CELLS)
     units: int = _field(150, "neurons per layer (the book's n_neurons)")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from rnnkit.model import per_example
+from rnnkit.model import scores
 
 CHUNK_SIZE = 1000
 
@@ -25,10 +25,13 @@ class Metrics(NamedTuple):
 
 
 @jax.jit
-def _chunk_sums(model, images, labels, mask):
-    """Summed loss and hits over the rows of a ``[C, D]`` chunk where ``mask`` is true."""
-    xentropy, correct = per_example(model, images, labels)
-    return jnp.sum(jnp.where(mask, xentropy, 0.0)), jnp.sum(jnp.where(mask, correct, 0.0))
+def _chunk_results(model, images, labels, mask):
+    """Summed loss and hits over the rows of a ``[C, D]`` chunk where ``mask`` is true, and
+    the chunk's class probabilities ``[C, classes]``; the model runs once."""
+    logits = model(images)  # [C, classes]
+    xentropy, correct = scores(logits, labels)
+    return (jnp.sum(jnp.where(mask, xentropy, 0.0)), jnp.sum(jnp.where(mask, correct, 0.0)),
+            jax.nn.softmax(logits, axis=-1))
 
 
 @jax.jit
@@ -51,13 +54,25 @@ def evaluate(model, images, labels, *, chunk_size=CHUNK_SIZE):
 
     Sums stay on the device; the host reads them once at the end.
     """
+    return _evaluate(model, images, labels, chunk_size, keep_probabilities=False)[0]
+
+
+def evaluate_with_probabilities(model, images, labels, *, chunk_size=CHUNK_SIZE):
+    """``(evaluate(...), class probabilities [N, classes])`` from one pass over the data."""
+    return _evaluate(model, images, labels, chunk_size, keep_probabilities=True)
+
+
+def _evaluate(model, images, labels, chunk_size, *, keep_probabilities):
     if len(images) == 0:
         raise ValueError("images: expected at least one example to evaluate, got 0")
-    loss_sum, hit_sum = jnp.float32(0), jnp.float32(0)
+    loss_sum, hit_sum, parts = jnp.float32(0), jnp.float32(0), []
     for mask, x, y in _chunks(images, chunk_size, labels):
-        loss, hits = _chunk_sums(model, x, y, mask)
+        loss, hits, probabilities = _chunk_results(model, x, y, mask)
         loss_sum, hit_sum = loss_sum + loss, hit_sum + hits
-    return Metrics(float(loss_sum) / len(images), float(hit_sum) / len(images))
+        if keep_probabilities:
+            parts.append(np.asarray(probabilities)[mask])
+    metrics = Metrics(float(loss_sum) / len(images), float(hit_sum) / len(images))
+    return metrics, (np.concatenate(parts) if keep_probabilities else None)
 
 
 def predict_probabilities(model, images, *, chunk_size=CHUNK_SIZE):

@@ -86,7 +86,11 @@ def build_model(config, *, key):
 
 def per_example(model, images, labels, *, key=None, bptt="auto"):
     """Sparse softmax cross-entropy ``[B]`` and top-1 hits ``[B]`` (the book's ``in_top_k``)."""
-    logits = model(images, key=key, bptt=bptt)  # [B, classes]
+    return scores(model(images, key=key, bptt=bptt), labels)
+
+
+def scores(logits, labels):
+    """``logits [B, classes]`` -> cross-entropy ``[B]`` and top-1 hits ``[B]`` (float 0/1)."""
     xentropy = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return xentropy, correct

@@ -47,13 +47,39 @@ def write_metrics(folder, rows):
         out.write(table.getvalue().encode())
 
 
+class MetricsError(ValueError):
+    """``metrics.jsonl`` cannot be read back; the message names the file and the line."""
+
+
 def read_metrics(folder, *, up_to_epoch):
-    """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch`` (none if absent)."""
+    """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch``, one for each.
+
+    Raises:
+      MetricsError: a line that is not a metrics row, or a missing epoch (the file is absent,
+        or was edited by hand).
+    """
     path = Path(folder) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["epoch"] <= up_to_epoch]
+    lines = path.read_text().splitlines() if path.exists() else []
+    rows = [_metrics_row(path, number, line)
+            for number, line in enumerate(lines, 1) if line.strip()]
+    kept = [row for row in rows if row["epoch"] <= up_to_epoch]
+    epochs = [row["epoch"] for row in kept]
+    if epochs != list(range(1, up_to_epoch + 1)):
+        raise MetricsError(f"{path}: expected one row for each of epochs 1 to {up_to_epoch} "
+                           f"(the latest checkpoint's), got epochs {epochs}")
+    return kept
+
+
+def _metrics_row(path, number, line):
+    try:
+        row = json.loads(line)
+    except ValueError as e:
+        raise MetricsError(f"{path}, line {number}: not JSON ({e})") from e
+    if (not isinstance(row, dict) or set(METRIC_FIELDS) - row.keys()
+            or isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int)):
+        raise MetricsError(f"{path}, line {number}: expected an object with an integer epoch "
+                           f"and {', '.join(METRIC_FIELDS[1:])}, got {line[:60]!r}")
+    return row
 
 
 def is_terminal():

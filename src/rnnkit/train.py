@@ -10,11 +10,13 @@ What ``fit`` does, as in the book::
 
 Batches are drawn from ``np.random.default_rng([seed, epoch]).permutation(N)``, so an epoch's
 batches depend only on the seed and its number, and a resumed run repeats an uninterrupted one
-exactly. Run folder: ``config.json``, ``metrics.jsonl``/``.csv``, ``learning_curves.png``,
-``checkpoints/epoch-NNNN.{safetensors,json}`` after every epoch, ``final.json`` (test metrics).
+exactly. Run folder: ``config.json``, ``data.json`` (where the data came from); after every
+epoch ``metrics.jsonl``/``.csv`` and ``learning_curves.png``, then
+``checkpoints/epoch-NNNN.{safetensors,json}``; ``final.json`` (test metrics).
 """
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -24,17 +26,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnkit.checkpoint import latest_checkpoint, load_checkpoint, read_sidecar, save_checkpoint
+from rnnkit.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, read_sidecar
+from rnnkit.checkpoint import save_checkpoint
 from rnnkit.config import ConfigError, TrainConfig
+from rnnkit.datasets import EMBEDDED, DatasetError
 from rnnkit.evaluate import Metrics, evaluate
-from rnnkit.model import build_model, loss_and_accuracy
+from rnnkit.model import N_INPUTS, N_STEPS, build_model, loss_and_accuracy
 from rnnkit.plots import plot_learning_curves
 from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
 from rnnkit.progress import write_metrics
 
-# Fields that may differ between a run and its resumption: they do not change the numbers
-# (bptt only computes the same gradients another way: equal up to float rounding).
-RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out", "bptt")
+# Fields that may differ between a run and its resumption: they do not change the numbers.
+# Not bptt: its modes agree only to float rounding, so a resumed run would drift from the
+# uninterrupted one.
+RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out")
 
 
 class TrainState(NamedTuple):
@@ -132,23 +137,50 @@ def train_epoch(train_step, state, train, config, epoch, *, show_bar):
                        train_loss_mean=float(means[0]), train_acc_mean=float(means[1]))
 
 
-def fit(config, datasets, *, out_dir, resume=False, log=print, progress=None):
+def check_image_size(datasets, source=None):
+    """Raises a DatasetError unless every split's images have 28 rows of 28 pixels.
+
+    ``source`` (a folder, or ``EMBEDDED``) is named in the message.
+    """
+    where = "" if source is None else f"{_describe_source(source)}: "
+    for name in ("train", "validation", "test"):
+        pixels = getattr(datasets, name).images.shape[1]
+        if pixels != N_STEPS * N_INPUTS:
+            side = math.isqrt(pixels)
+            square = f" ({side}x{side})" if side * side == pixels else ""
+            raise DatasetError(f"{where}expected {name} images of 28x28 = 784 pixels (the RNN "
+                               f"reads 28 rows of 28), got {pixels} pixels{square} per image; "
+                               f"resize them to 28x28")
+
+
+def fit(config, datasets, *, out_dir, resume=False, data_source=None, log=print,
+        progress=None):
     """Trains ``config``'s model on ``datasets`` (train, validation, test) into ``out_dir``.
 
     Args:
       resume: continue the run in ``out_dir`` from its latest checkpoint; ``config`` must equal
         the checkpoint's except for ``RESUMABLE_FIELDS`` (``epochs`` may grow).
+      data_source: where ``datasets`` came from, ``EMBEDDED`` or a folder (as
+        ``rnnkit.datasets.load_with_source`` says), recorded in ``data.json``; a run on the
+        embedded subset cannot resume on data from a folder, nor the reverse.
       log: called with each line to print; progress: draw a progress bar (default: if stdout
         is a terminal).
     Raises:
-      ConfigError, FileNotFoundError (resume without a checkpoint), CheckpointError,
+      ConfigError, DatasetError (images not 28x28), FileNotFoundError (resume without a
+      checkpoint), CheckpointError, MetricsError, OSError (the run folder cannot be written),
       TrainingDiverged (the last good checkpoint stays in ``out_dir``).
     """
     config.validate(datasets.train.num_examples)
+    check_image_size(datasets)
     out_dir = Path(out_dir)
     config = config.replace(out=str(out_dir))
-    state, history = (_resume if resume else _start)(config, out_dir, log)
+    if resume:
+        state, history = _resume(config, out_dir, log, data_source)
+    else:
+        state, history = _start(config, out_dir, log)
     write_json(out_dir / "config.json", config.to_dict())
+    if data_source is not None:
+        write_json(out_dir / "data.json", {"source": str(data_source)})
     train_step = make_train_step(make_optimizer(config), bptt=config.bptt)
     show_bar = is_terminal() if progress is None else progress
     for epoch in range(int(state.epoch) + 1, config.epochs + 1):
@@ -169,15 +201,18 @@ def fit(config, datasets, *, out_dir, resume=False, log=print, progress=None):
 
 
 def _end_epoch(state, row, history, config, out_dir):
-    """Checkpoint first, then the metrics and the plot (a resume truncates rows past it)."""
-    save_checkpoint(out_dir / "checkpoints", state, epoch=row["epoch"], step=int(state.step),
-                    config=config.to_dict())
+    """The metrics and the plot first, then the checkpoint: a run killed in between resumes
+    from the previous checkpoint, which drops the rows written after it and redoes them."""
     history.append(row)
     write_metrics(out_dir, history)
     plot_learning_curves(history, out_dir / "learning_curves.png")
+    save_checkpoint(out_dir / "checkpoints", state, epoch=row["epoch"], step=int(state.step),
+                    config=config.to_dict())
 
 
 def _start(config, out_dir, log):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError("out", f"{out_dir} is a file, not a folder; choose another folder")
     if latest_checkpoint(out_dir / "checkpoints"):
         raise ConfigError("out", f"{out_dir} already holds a run; continue it with --resume "
                           f"{out_dir} or choose another folder")
@@ -192,9 +227,30 @@ def read_run_config(run_dir):
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
+        return TrainConfig.from_dict(json.loads(path.read_text())).validate()
     except json.JSONDecodeError as e:
         raise ConfigError("config", f"{path} is not valid JSON ({e})") from e
+    except ConfigError as e:
+        raise ConfigError("config", f"{path}: {e}") from e
+
+
+def read_data_source(run_dir):
+    """The data source recorded in ``run_dir/data.json``, or None (a run from before it)."""
+    path = Path(run_dir) / "data.json"
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("source"), str):
+        raise DatasetError(f"{path}: expected {{\"source\": \"{EMBEDDED}\" or a folder}}, "
+                           f"got {str(recorded)[:60]!r}")
+    return recorded["source"]
+
+
+def _describe_source(source):
+    return "the embedded MNIST subset" if source == EMBEDDED else str(source)
 
 
 def restore(run_dir):
@@ -206,13 +262,25 @@ def restore(run_dir):
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'} "
                                 f"(expected epoch-NNNN.json and epoch-NNNN.safetensors)")
-    config = TrainConfig.from_dict(read_sidecar(path)["config"]).validate()
+    sidecar = read_sidecar(path)
+    if "config" not in sidecar:
+        raise CheckpointError(f"{path}: the checkpoint sidecar has no \"config\" entry, so the "
+                              f"model cannot be rebuilt")
+    try:
+        config = TrainConfig.from_dict(sidecar["config"]).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: the sidecar's config is not valid ({e})") from e
     state, _ = load_checkpoint(path, init_state(config))
     return state, config
 
 
-def _resume(config, out_dir, log):
+def _resume(config, out_dir, log, data_source):
     state, saved = restore(out_dir)
+    recorded = read_data_source(out_dir)
+    if None not in (recorded, data_source) and (recorded == EMBEDDED) != (data_source == EMBEDDED):
+        raise ConfigError("data_dir", f"the run in {out_dir} was trained on "
+                          f"{_describe_source(recorded)}, got {_describe_source(data_source)}; "
+                          f"resume it on the data it was trained on")
     for name, value in config.to_dict().items():
         if name not in RESUMABLE_FIELDS and getattr(saved, name) != value:
             raise ConfigError(name, f"the run in {out_dir} was trained with "
@@ -224,7 +292,7 @@ def _resume(config, out_dir, log):
                           f"{out_dir}, got {config.epochs}")
     log(f"Resuming {out_dir} after epoch {done} (step {int(state.step)})")
     history = read_metrics(out_dir, up_to_epoch=done)
-    write_metrics(out_dir, history)  # drop rows of epochs after the checkpoint
+    write_metrics(out_dir, history)  # drop the rows of epochs after the checkpoint
     return state, history
 
 

