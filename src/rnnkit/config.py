@@ -10,10 +10,10 @@ import math
 import operator
 
 from rnnkit.activations import ACTIVATIONS
+from rnnkit.unroll import BPTT_MODES
 
 DATASETS = ("mnist", "fashion-mnist")
 CELLS = ("basic", "lstm", "gru")
-BPTT = ("auto", "fused", "autodiff")  # dynamic_rnn's bptt modes
 
 
 class ConfigError(ValueError):
@@ -52,7 +52,7 @@ class TrainConfig:
     validation_size: int = _field(5000, "training images held out for validation")
     bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
                        "(fused), jax.grad of the scan (autodiff), or whichever measured faster "
-                       "for the cell and shape (auto)", choices=BPTT)
+                       "for the cell (auto)", choices=BPTT_MODES)
 
     def to_dict(self):
         return dataclasses.asdict(self)
