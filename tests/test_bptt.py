@@ -32,7 +32,7 @@ def _randomised(cell, dtype, seed=1):
     """Every weight (biases and peepholes too) random and non-zero."""
     leaves, treedef = jax.tree.flatten(cell)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [0.5 * jax.random.normal(k, x.shape, dtype) for k, x in zip(keys, leaves)]
+    leaves = [0.5 * jax.random.normal(k, x.shape, dtype) for k, x in zip(keys, leaves, strict=True)]
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -63,7 +63,7 @@ def test_fused_equals_autodiff_float64(name, lengths):
     with jax.enable_x64(True):
         fused = _grads(name, jnp.float64, lengths, "fused")
         auto = _grads(name, jnp.float64, lengths, "autodiff")
-        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -71,7 +71,7 @@ def test_fused_equals_autodiff_float64(name, lengths):
 def test_fused_equals_autodiff_float32(name):
     fused = _grads(name, jnp.float32, LENGTHS, "fused")
     auto = _grads(name, jnp.float32, LENGTHS, "autodiff")
-    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -89,7 +89,7 @@ def test_bidirectional_fused_equals_autodiff():
 
     fused = jax.grad(loss)((fw, bw), "fused")
     auto = jax.grad(loss)((fw, bw), "autodiff")
-    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto)):
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -117,7 +117,8 @@ def test_active_dropout_runs_on_autodiff():
     plain, _ = rk.dynamic_rnn(cell.cell, x, bptt="autodiff")
     fused, _ = rk.dynamic_rnn(cell, x, bptt="fused")
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="bptt: 'fused' supports .* got DropoutWrapper with dropout"):
+    wanted = "bptt: 'fused' supports .* got DropoutWrapper with dropout"
+    with pytest.raises(ValueError, match=wanted):
         rk.dynamic_rnn(cell, x, bptt="fused", key=jax.random.key(2))
     dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))
     assert not np.allclose(dropped, plain)
@@ -156,5 +157,5 @@ def test_unroll_factor_does_not_change_results():
     results = [jax.grad(lambda c: jnp.sum(rk.dynamic_rnn(c, x, unroll=u, bptt=m)[0]))(cell)
                for u in (1, 3) for m in ("fused", "autodiff")]
     for other in results[1:]:
-        for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other)):
+        for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

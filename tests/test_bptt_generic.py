@@ -140,7 +140,7 @@ def _both(cell, xp, state0, valid, unroll=1):
 
 def _assert_same(generic, reference, rtol, atol):
     assert jax.tree.structure(generic) == jax.tree.structure(reference)
-    for a, b in zip(jax.tree.leaves(generic), jax.tree.leaves(reference)):
+    for a, b in zip(jax.tree.leaves(generic), jax.tree.leaves(reference), strict=True):
         if a.dtype == jax.dtypes.float0:  # the int leaf's cotangent
             assert b.dtype == jax.dtypes.float0
             continue

@@ -80,7 +80,7 @@ def ref_residual(cell, x, state):
 
 def ref_multi(cell, x, states):
     new_states = []
-    for layer, state in zip(cell.cells, states):
+    for layer, state in zip(cell.cells, states, strict=True):
         x, state = ref_step(layer, x, state)
         new_states.append(state)
     return x, tuple(new_states)
@@ -288,7 +288,7 @@ def test_state_dropout_never_drops_an_lstm_cell_state(stacked):
         x, state, key=jax.random.PRNGKey(0))
     if not stacked:
         dropped, undropped = [dropped], [undropped]
-    for got, want in zip(dropped, undropped):
+    for got, want in zip(dropped, undropped, strict=True):
         np.testing.assert_array_equal(got.c, want.c)
         assert_dropped(got.h, want.h, 0.75)
 

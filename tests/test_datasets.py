@@ -221,7 +221,7 @@ def test_test_files_alone_cannot_make_a_train_split_but_read_test_set_reads_them
 def test_embedded_subset_is_stratified_and_seeded():
     data = datasets.load_embedded_mnist(seed=1)
     assert [split.num_examples for split in data] == [4000, 500, 500]
-    for split, per_class in zip(data, (400, 50, 50)):
+    for split, per_class in zip(data, (400, 50, 50), strict=True):
         assert np.bincount(split.labels, minlength=10).tolist() == [per_class] * 10
         assert split.images.shape[1] == 784 and split.images.dtype == np.float32
         assert split.images.min() == 0 and split.images.max() == 1

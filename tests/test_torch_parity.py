@@ -53,11 +53,11 @@ def as_rnnkit(ref, model):
     """``(cell, initial_state, expected_grad_cell, expected_grad_state)`` for one torch model."""
     layers = ["l0", "l1"] if "weight_ih_l1" in ref else ["l0"]
     cells = [layer_cell(ref, model, layer) for layer in layers]
-    grads = [torch_grads(ref, cell, layer) for cell, layer in zip(cells, layers)]
+    grads = [torch_grads(ref, cell, layer) for cell, layer in zip(cells, layers, strict=True)]
 
     def states(prefix):  # torch's [L, B, H] arrays as one rnnkit state per layer
         if "c0" in ref:
-            pairs = zip(ref[f"{prefix}c0"], ref[f"{prefix}h0"])
+            pairs = zip(ref[f"{prefix}c0"], ref[f"{prefix}h0"], strict=True)
             return [rnnkit.LSTMStateTuple(c, h) for c, h in pairs]
         return list(ref[f"{prefix}h0"])
 
@@ -71,7 +71,7 @@ def as_rnnkit(ref, model):
 def torch_final_state(ref):
     """Torch's ``h_n (, c_n) [L, B, H]`` in rnnkit's layout."""
     if "c_n" in ref:
-        finals = [rnnkit.LSTMStateTuple(c, h) for c, h in zip(ref["c_n"], ref["h_n"])]
+        finals = [rnnkit.LSTMStateTuple(c, h) for c, h in zip(ref["c_n"], ref["h_n"], strict=True)]
     else:
         finals = list(ref["h_n"])
     return finals[0] if len(finals) == 1 else tuple(finals)

@@ -202,7 +202,7 @@ def assert_same_metrics_up_to_rounding(run_a, run_b, *, batch_size, num_eval=20)
     assert len(rows_a) == len(rows_b)
     examples = dict(train_acc=batch_size, train_acc_mean=batch_size * 6, val_acc=num_eval,
                     test_acc=num_eval)  # tiny_datasets: 6 batches an epoch, 20 eval examples
-    for a, b in zip(rows_a + [final_a], rows_b + [final_b]):
+    for a, b in zip(rows_a + [final_a], rows_b + [final_b], strict=True):
         assert a.keys() == b.keys()
         for name in a:
             if "loss" in name:
