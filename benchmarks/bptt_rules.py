@@ -25,7 +25,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="only the book's workload")
     parser.add_argument("--cells", default="basic,lstm,gru")
     parser.add_argument("--unrolls", default="1,2,4")
-    parser.add_argument("--modes", default="fused,autodiff", help=f"loops to time, of {list(MODES)}")
+    parser.add_argument("--modes", default="fused,autodiff",
+                        help=f"loops to time, of {list(MODES)}")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = []
