@@ -106,6 +106,8 @@ def test_help_documents_every_config_flag():
     (["train", "--lr", "-1"], "--lr: expected a positive finite number, got -1.0"),
     (["train", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn'"),
     (["train", "--bptt", "scan"], "argument --bptt: invalid choice: 'scan'"),
+    (["train", "--bptt", "cudnn"], "--bptt: 'cudnn' trains LSTM cells on a GPU with cuDNN; got "
+     "cell 'basic'"),
     (["train", "--units", "many"], "argument --units: invalid int value: 'many'"),
     (["train", "--batch-size", "61", "--validation-size", "20", "--data-dir", "{data}"],
      "--batch-size: expected at most the 60 training examples, got 61"),

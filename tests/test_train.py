@@ -303,7 +303,9 @@ def test_config_defaults_are_the_books_experiment():
     (dict(cell="gru", activation="relu"), "activation", "only the basic cell"),
     (dict(seed=-1), "seed", ">= 0"),
     (dict(epochs=True), "epochs", "got True"),
-    (dict(bptt="scan"), "bptt", "expected one of auto, fused, autodiff, got 'scan'"),
+    (dict(bptt="scan"), "bptt", "expected one of auto, fused, autodiff, cudnn, got 'scan'"),
+    (dict(cell="gru", bptt="cudnn"), "bptt", "'cudnn' trains LSTM cells on a GPU with cuDNN; "
+     "got cell 'gru'"),
 ])
 def test_config_validate_names_the_field(changes, field, needle):
     with pytest.raises(ConfigError) as excinfo:

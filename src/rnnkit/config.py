@@ -9,7 +9,10 @@ import dataclasses
 import math
 import operator
 
+import jax
+
 from rnnkit.activations import ACTIVATIONS
+from rnnkit.cudnn import cudnn_backend
 from rnnkit.unroll import BPTT_MODES
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -51,7 +54,8 @@ class TrainConfig:
                              "default: runs/<timestamp>")
     validation_size: int = _field(5000, "training images held out for validation")
     bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
-                       "(fused), jax.grad of the scan (autodiff), or whichever measured faster "
+                       "(fused), jax.grad of the scan (autodiff), cuDNN's LSTM on a GPU "
+                       "(cudnn), or cuDNN where it applies and else whichever measured faster "
                        "for the cell (auto)", choices=BPTT_MODES)
 
     def to_dict(self):
@@ -93,6 +97,9 @@ class TrainConfig:
         if self.cell != "basic" and self.activation != "tanh":
             raise ConfigError("activation", f"only the basic cell takes an activation; "
                               f"{self.cell} uses its own gates (got {self.activation!r})")
+        if self.bptt == "cudnn" and (self.cell != "lstm" or not cudnn_backend()):
+            raise ConfigError("bptt", f"'cudnn' trains LSTM cells on a GPU with cuDNN; got cell "
+                              f"{self.cell!r} on the {jax.default_backend()!r} backend (use auto)")
         for name in ("data_dir", "out"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(name, f"expected a path or None, got {getattr(self, name)!r}")

@@ -16,6 +16,9 @@ The explicit BPTT was as fast or faster at every shape measured, so the rule loo
 only: the explicit BPTT for the built-in cells; autodiff for cells of users' own, since the
 generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward loop and
 measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
+
+On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
+before this rule applies. No GPU has been available to measure that choice.
 """
 
 # Cells whose default loop is the explicit BPTT (by class name: the rule is data, not code).

@@ -22,9 +22,10 @@ from rnnkit.bptt import fusable, fused_rnn
 from rnnkit.bptt_generic import generic_recurrence, splittable
 from rnnkit.masks import select
 from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
+from rnnkit.cudnn import cudnn_applies, cudnn_backend, cudnn_lstm
 from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell, has_dropout
 
-BPTT_MODES = ("auto", "fused", "autodiff")
+BPTT_MODES = ("auto", "fused", "autodiff", "cudnn")
 
 
 def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=None):
@@ -61,8 +62,9 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
     Args:
       inputs: ``[B, T, I]``, or ``[T, B, I]`` with ``time_major=True``.
       sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
-      bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan)
-        or "auto" (the one measured faster for this cell, by the rule in ``speed.py``).
+      bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan),
+        "cudnn" (cuDNN's LSTM on a GPU, ``cudnn.py``) or "auto": cuDNN where it applies, else
+        the one measured faster for this cell, by the rule in ``speed.py``.
       unroll: time steps per compiled loop iteration; None takes ``speed.DEFAULT_UNROLL``.
         The fused path defines only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
     Returns:
@@ -154,13 +156,24 @@ def _masked_step(cell, x, state, valid, key):
 
 
 def _run(cell, xs, state, lengths, key, bptt, unroll):
-    """The time loop over time-major ``xs [T, B, I]``: explicit BPTT or autodiff of a scan."""
+    """The time loop over time-major ``xs [T, B, I]``: cuDNN, explicit BPTT or autodiff of a
+    scan."""
     if bptt not in BPTT_MODES:
         raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
         raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
     dropout = key is not None and has_dropout(cell)  # a key matters only to dropout
+    cudnn_layers = _cudnn_layers(cell, lengths, dropout) if bptt in ("auto", "cudnn") else None
+    if cudnn_layers is not None:
+        return _run_fused(cudnn_layers, _stacked(cell), xs, state, lengths, unroll, cudnn=True)
+    if bptt == "cudnn":
+        raise ValueError(
+            "bptt: 'cudnn' needs a GPU backend with cuDNN (this one is "
+            f"{jax.default_backend()!r}) and LSTMCell layers without peepholes, float32 weights, "
+            f"no sequence_length and no active dropout; got {type(cell).__name__}"
+            + (" with sequence_length" if lengths is not None else "")
+            + (" with dropout" if dropout else ""))
     layers = None if dropout else _fused_layers(cell, generic=bptt == "fused")
     if bptt == "fused" and layers is None:
         raise ValueError(
@@ -172,8 +185,7 @@ def _run(cell, xs, state, lengths, key, bptt, unroll):
     unroll = speed.DEFAULT_UNROLL if unroll is None else unroll
     auto_fused = bptt == "auto" and layers is not None and all(map(speed.prefer_fused, layers))
     if layers is not None and (bptt == "fused" or auto_fused):
-        return _run_fused(layers, isinstance(_unwrap(cell), MultiRNNCell), xs, state, lengths,
-                          unroll)
+        return _run_fused(layers, _stacked(cell), xs, state, lengths, unroll)
     return _scan(cell, xs, state, lengths, key, unroll)
 
 
@@ -184,24 +196,42 @@ def _unwrap(cell):
     return cell
 
 
+def _stacked(cell):
+    return isinstance(_unwrap(cell), MultiRNNCell)
+
+
+def _layers(cell):
+    cell = _unwrap(cell)
+    return [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
+
+
+def _cudnn_layers(cell, lengths, dropout):
+    """The layers of ``cell`` if cuDNN computes each of them on this backend, else None."""
+    layers = _layers(cell)
+    applies = cudnn_backend() and all(cudnn_applies(c, lengths, dropout) for c in layers)
+    return layers if applies else None
+
+
 def _fused_layers(cell, generic=False):
     """The layers of ``cell`` if each has an explicit BPTT (with ``generic``, also split cells
     of any kind, through ``bptt_generic``), else None."""
-    cell = _unwrap(cell)
-    layers = [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
+    layers = _layers(cell)
     has_bptt = (lambda c: fusable(c) or splittable(c)) if generic else fusable
     return layers if all(has_bptt(c) for c in layers) else None
 
 
-def _run_fused(layers, stacked, xs, state, lengths, unroll):
-    """Layer after layer, each a full sequence: one input matmul, then the fused recurrence."""
+def _run_fused(layers, stacked, xs, state, lengths, unroll, cudnn=False):
+    """Layer after layer, each a full sequence: one input matmul, then the fused recurrence
+    (or, with ``cudnn``, cuDNN's LSTM)."""
     valid = None if lengths is None else jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
     if valid is not None:
         xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))  # never read the padding
     states = state if stacked else (state,)
     finals = []
     for layer, layer_state in zip(layers, states):
-        if fusable(layer):
+        if cudnn:
+            xs, layer_state = cudnn_lstm(layer, xs, layer_state)
+        elif fusable(layer):
             xs, layer_state = fused_rnn(layer, xs, layer_state, valid, unroll=unroll)
         else:
             xs, layer_state = generic_recurrence(layer, layer.input_projection(xs), layer_state,

@@ -1,0 +1,53 @@
+"""cuDNN's fused LSTM on NVIDIA GPUs, through ``jax.experimental.rnn``.
+
+cuDNN computes one ``LSTMCell`` layer exactly when the cell has no peepholes, its weights are
+float32, the sequences have no ``sequence_length`` and no dropout is active. The cell's weights
+are packed into cuDNN's flat vector (one layer, one direction)::
+
+    [ w_x.T [4H, I] | w_h.T [4H, H] | b + forget_bias on the f block [4H] | zeros [4H] ]
+
+cuDNN's gate order is the cell's, ``i, f, g, o``; its two biases (input and recurrent) add up,
+so the cell's single bias goes in the first and the second stays zero. The packing is plain
+``jnp`` code, so gradients flow back to the cell's own weights through cuDNN's backward pass.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import rnn as jax_rnn
+
+from rnnkit.cells import LSTMCell, LSTMStateTuple
+
+
+def cudnn_backend():
+    """Whether this process computes on a GPU whose jaxlib has cuDNN's RNN kernels."""
+    return jax_rnn.gpu_rnn is not None and jax.default_backend() == "gpu"
+
+
+def cudnn_applies(cell, lengths, dropout):
+    """Whether cuDNN computes exactly what ``cell`` does over a full batch of sequences."""
+    return (isinstance(cell, LSTMCell) and not cell.use_peepholes and lengths is None
+            and not dropout and cell.w_x.dtype == jnp.float32)
+
+
+def pack_weights(cell):
+    """The cell's weights as cuDNN's flat vector (the layout in the module docstring)."""
+    hidden = cell.output_size
+    b_input = cell.b.at[hidden:2 * hidden].add(cell.forget_bias)  # [4H]
+    return jnp.concatenate([cell.w_x.T.ravel(), cell.w_h.T.ravel(), b_input,
+                            jnp.zeros_like(cell.b)])
+
+
+def cudnn_lstm(cell, xs, state, *, lstm=jax_rnn.lstm):
+    """One LSTM layer over time-major ``xs [T, B, I]`` from ``state``, by cuDNN.
+
+    ``lstm`` has the signature of ``jax.experimental.rnn.lstm`` (tests pass its reference
+    implementation to check the packing on a CPU).
+    Returns:
+      ``(outputs [T, B, H], LSTMStateTuple(c, h))``.
+    """
+    num_steps, batch_size, _ = xs.shape
+    lengths = jnp.full((batch_size,), num_steps, jnp.int32)  # every sequence is full
+    ys, h, c = lstm(jnp.swapaxes(xs, 0, 1), state.h[None], state.c[None], pack_weights(cell),
+                    lengths, input_size=cell.input_size, hidden_size=cell.output_size,
+                    num_layers=1, dropout=0.0, bidirectional=False)
+    return jnp.swapaxes(ys, 0, 1), LSTMStateTuple(c=c[0], h=h[0])
