@@ -60,6 +60,12 @@ def timer(sizes, steps):
                                              warmup=sizes.warmup)
 
 
+def timer_one(sizes, steps):
+    """Median ms of a single function, timed as ``timer`` does."""
+    many = timer(sizes, steps)
+    return lambda fn: many({"fn": fn})["fn"]
+
+
 def build_checked(frameworks, kind, x, y, units, *, train=True):
     """Every framework's ``Peer``, after checking its loss is finite and its parameter count."""
     peers = {name: BUILDERS[name](kind, x, y, units) for name in frameworks}
@@ -158,14 +164,14 @@ def compile_times(sizes, kinds, skip_static_long):
 
 def flops(sizes, kinds, sections):
     """Section f: the matmul peak, and per workload FLOPs, fraction of peak and the floor."""
-    peak = peer_costs.matmul_gflops(sizes.matmul, timer(sizes, sizes.steps))
+    peak = peer_costs.matmul_gflops(sizes.matmul, timer_one(sizes, sizes.steps))
     workloads = [("book", kind, sizes.book, sizes.steps) for kind in kinds]
     workloads.append(("long", "lstm", sizes.long, sizes.long_steps))
     measured = {(w, r["cell"]): r["ms"] for w, s in (("book", "a"), ("long", "b"))
                 for r in sections.get(s, []) if r["framework"] == "rnnkit"}
     rows = []
     for workload, kind, shape, steps in workloads:
-        time_ms = timer(sizes, steps)
+        time_ms = timer_one(sizes, steps)
         ms = measured.get((workload, kind))
         if ms is None:
             x, y = book_batch_np(*shape[:3])
