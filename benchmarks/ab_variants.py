@@ -1,26 +1,34 @@
-"""Two ways of joining gate blocks in the explicit BPTT, timed side by side in one process.
+"""Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
-Usage: .venv/bin/python benchmarks/ab_variants.py [--cells lstm,gru] [--rounds 15]
+Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
+           matmul-dtype] [--rounds 15]
 
-``rnnkit.bptt._join`` builds ``[B, G*H]`` from ``G`` blocks ``[B, H]`` in every backward step.
-Each variant is patched in before its train step is traced (the book's workload, explicit
-BPTT), then the steps are timed in interleaved rounds, so machine noise falls on both alike.
+Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
+traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
+falls on them alike. The first variant of each experiment is the code as it is.
+
+  join          gate gradients joined by a concatenate, or by a sum of zero-padded blocks
+  gates         LSTM gates as four kernels (i, f, g, o), or all four by one tanh over [B, 4H]
+  sigmoid       sigmoid as 1 / (1 + exp(-x)), or as tanh(x / 2) / 2 + 1 / 2
+  projection    x_t w_x + b inside the loop, or for all steps before it
+  matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
 """
 
 import argparse
+import contextlib
 import functools
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import rnnkit.bptt as bptt
 from common import book_batch, rnnkit_train_step
+from rnnkit.cells import LSTMStateTuple, gate_blocks
 
-
-def concatenate_join(blocks):
-    return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
+GATES = {"basic": 1, "lstm": 4, "gru": 3}
 
 
 def padded_sum_join(blocks):
@@ -33,17 +41,91 @@ def padded_sum_join(blocks):
     return functools.reduce(jnp.add, padded)
 
 
-VARIANTS = {"concatenate": concatenate_join, "padded-sum": padded_sum_join}
+def forward(hoist):
+    """``bptt._forward`` (full sequences only) whose steps take the whole ``[B, G*H]``
+    projection; with ``hoist``, projected for all steps before the loop."""
+    def run(spec, unroll, projection, params, xs, state0, valid, save):
+        assert valid is None, "full sequences only"
+        w_x, b = projection
+        step = bptt._STEPS[spec.kind]
+        inputs = xs @ w_x + b if hoist else xs  # [T, B, G*H] or [T, B, I]
+
+        def body(prev, x_t):
+            new, saved = step(spec, params, x_t if hoist else x_t @ w_x + b, prev)
+            return new, ((new, saved) if save else bptt._hidden(spec, new))
+
+        return jax.lax.scan(body, state0, inputs, unroll=unroll)
+    return run
 
 
-def time_variants(kind, rounds, steps=6):
-    x, y = book_batch(150, 28, 28)
-    runs = {}
-    for name, join in VARIANTS.items():
-        bptt._join = join
-        params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused")
-        jax.block_until_ready(step(params, opt_state, x, y))  # traced under this variant
-        runs[name] = functools.partial(step, params, opt_state, x, y)
+def whole_projection_steps():
+    """The current steps, taking the whole projection and splitting it into gate blocks."""
+    return {kind: functools.partial(_split_then, step, GATES[kind])
+            for kind, step in bptt._STEPS.items()}
+
+
+def _split_then(step, count, spec, params, xp_t, prev):
+    return step(spec, params, gate_blocks(xp_t, count), prev)
+
+
+def one_tanh_lstm_step(spec, params, xp_t, prev):
+    w_h, _ = params  # no peepholes
+    forget_bias, _ = spec.option
+    z = xp_t + prev.h @ w_h  # [B, 4H]
+    units = z.shape[-1] // 4
+    scale = np.repeat(np.array([0.5, 0.5, 1.0, 0.5], z.dtype), units)
+    bias = np.repeat(np.array([0.0, forget_bias, 0.0, 0.0], z.dtype), units)
+    gates = scale * jnp.tanh(scale * (z + bias)) + (1.0 - scale)  # i, f, g, o in one kernel
+    i, f, g, o = gate_blocks(gates, 4)
+    c = f * prev.c + i * g
+    return LSTMStateTuple(c, o * jnp.tanh(c)), gates
+
+
+def one_tanh_lstm_vjp(spec, params, gates, prev_t, new_t, d_new):
+    return bptt._lstm_vjp(spec, params, gate_blocks(gates, 4), prev_t, new_t, d_new)
+
+
+def tanh_sigmoid(x):
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
+@contextlib.contextmanager
+def patched(target, **attrs):
+    saved = {name: getattr(target, name) for name in attrs}
+    for name, value in attrs.items():
+        setattr(target, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(target, name, value)
+
+
+def _as_is():
+    return contextlib.nullcontext()
+
+
+EXPERIMENTS = {
+    "join": ("gru,lstm", {
+        "concatenate": _as_is,
+        "padded-sum": lambda: patched(bptt, _join=padded_sum_join)}),
+    "gates": ("lstm", {
+        "four-kernels": lambda: patched(bptt, _forward=forward(False),
+                                        _STEPS=whole_projection_steps()),
+        "one-tanh": lambda: patched(bptt, _forward=forward(False),
+                                    _STEPS={**bptt._STEPS, "lstm": one_tanh_lstm_step},
+                                    _STEP_VJPS={**bptt._STEP_VJPS, "lstm": one_tanh_lstm_vjp})}),
+    "sigmoid": ("lstm,gru", {
+        "exp": _as_is,
+        "tanh": lambda: patched(jax.nn, sigmoid=tanh_sigmoid)}),
+    "projection": ("lstm,gru", {
+        "in-loop": _as_is,
+        "before-loop": lambda: patched(bptt, _forward=forward(True),
+                                       _STEPS=whole_projection_steps())}),
+}
+
+
+def interleaved(runs, rounds, steps=6):
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
@@ -54,16 +136,51 @@ def time_variants(kind, rounds, steps=6):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def time_train_steps(kind, variants, rounds):
+    x, y = book_batch(150, 28, 28)
+    runs = {}
+    for name, patch in variants.items():
+        with patch():
+            params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused")
+            jax.block_until_ready(step(params, opt_state, x, y))  # traced under the patch
+        runs[name] = functools.partial(step, params, opt_state, x, y)
+    return interleaved(runs, rounds)
+
+
+def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
+    """A scan of ``steps`` dependent ``h = tanh(h @ w)[:, :H]`` for ``w [H, G*H]``."""
+    h0 = jnp.full((batch, units), 0.1)
+    runs = {}
+    for count in (1, 4):
+        w = 0.05 * jax.random.normal(jax.random.key(0), (units, count * units))
+        for dtype in (jnp.float32, jnp.bfloat16):
+            def body(h, _, w=w.astype(dtype)):
+                z = jnp.dot(h.astype(w.dtype), w, preferred_element_type=jnp.float32)
+                return jnp.tanh(z[:, :units]), None
+            chain = jax.jit(lambda h, body=body: jax.lax.scan(body, h, None, length=steps)[0])
+            runs[f"[{units},{count * units}] {jnp.dtype(dtype).name}"] = functools.partial(
+                chain, h0)
+    return interleaved(runs, rounds)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--experiments", default="join,gates,sigmoid,projection,matmul-dtype")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    for kind in args.cells.split(","):
-        medians = time_variants(kind, args.rounds)
-        ratio = medians["padded-sum"] / medians["concatenate"]
-        print(f"{kind:5s} " + "  ".join(f"{n} {ms:.2f} ms" for n, ms in medians.items())
-              + f"  padded-sum / concatenate = {ratio:.2f}", flush=True)
+    for experiment in args.experiments.split(","):
+        if experiment == "matmul-dtype":
+            medians = time_matmul_dtypes(args.rounds)
+            print(f"{experiment:12s} " + "  ".join(f"{n}: {ms:.2f} ms" for n, ms in
+                                                   medians.items()), flush=True)
+            continue
+        kinds, variants = EXPERIMENTS[experiment]
+        for kind in kinds.split(","):
+            medians = time_train_steps(kind, variants, args.rounds)
+            first = next(iter(medians.values()))
+            print(f"{experiment:12s} {kind:5s} " + "  ".join(
+                f"{n} {ms:.2f} ms ({ms / first:.2f}x)" for n, ms in medians.items()),
+                flush=True)
 
 
 if __name__ == "__main__":

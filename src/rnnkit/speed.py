@@ -1,21 +1,23 @@
 """Which loop runs by default, and the measurements behind the rule.
 
-Median ms of one train step (forward, backward, Adam) on this project's 2-core CPU machine,
-from ``benchmarks/peers.py`` (BENCHMARKS.md has the commands and the full tables):
+Median ms of one train step (forward, backward, Adam) on this project's 2-core CPU machines,
+machine A (AMD EPYC) and machine B (Intel Xeon), from ``benchmarks/peers.py`` (BENCHMARKS.md
+has the commands and the full tables):
 
-=========================  ============  ==============  ========
-workload (B, T, I, H)      cell          explicit BPTT   autodiff
-=========================  ============  ==============  ========
-book (150, 28, 28, 150)    BasicRNNCell  3.44            4.73
-book (150, 28, 28, 150)    LSTMCell      13.00           14.47
-book (150, 28, 28, 150)    GRUCell       12.87           12.90
-long (32, 1000, 32, 128)   LSTMCell      160.2           222.4
-=========================  ============  ==============  ========
+=========================  ============  ======================  ======================
+workload (B, T, I, H)      cell          A: explicit / autodiff  B: explicit / autodiff
+=========================  ============  ======================  ======================
+book (150, 28, 28, 150)    BasicRNNCell  3.44 / 4.73             6.72 / 9.42
+book (150, 28, 28, 150)    LSTMCell      13.00 / 14.47           25.63 / 30.58
+book (150, 28, 28, 150)    GRUCell       12.87 / 12.90           25.50 / 28.32
+long (32, 1000, 32, 128)   LSTMCell      160.2 / 222.4           223.7 / 375.5
+=========================  ============  ======================  ======================
 
-The explicit BPTT was as fast or faster at every shape measured, so the rule looks at the cell
-only: the explicit BPTT for the built-in cells; autodiff for cells of users' own, since the
-generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward loop and
-measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
+The explicit BPTT was as fast or faster at every shape measured, so
+the rule looks at the cell only: the explicit BPTT for the built-in cells; autodiff for cells of
+users' own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its
+backward loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster
+than 1.
 
 On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
 before this rule applies. No GPU has been available to measure that choice.
