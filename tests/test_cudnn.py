@@ -6,6 +6,7 @@ JAX's reference implementation of the same flat-weight LSTM.
 """
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from jax.experimental import rnn as jax_rnn
 
 import rnnkit as rk
 import rnnkit.unroll
-from rnnkit.cudnn import cudnn_lstm
+from rnnkit.cudnn import cudnn_backend, cudnn_lstm
 
 T, B, I, H = 6, 3, 4, 5
 
@@ -103,14 +104,16 @@ def test_on_a_gpu_plain_lstm_layers_run_on_cudnn(fake_gpu, bptt, shape):
         np.testing.assert_allclose(leaf, expected_leaf, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["peepholes", "sequence_length", "float64", "gru"])
+@pytest.mark.parametrize("case", ["peepholes", "sequence_length", "float64", "float64-inputs",
+                                  "gru"])
 def test_on_a_gpu_what_cudnn_cannot_compute_falls_back(fake_gpu, case):
-    with jax.enable_x64(case == "float64"):
+    with jax.enable_x64(case.startswith("float64")):
         cell = {"peepholes": _lstm(1, use_peepholes=True),
                 "gru": rk.GRUCell(I, H, key=jax.random.key(1))}.get(case, _lstm(1))
         if case == "float64":
             cell = jax.tree.map(lambda w: jnp.asarray(w, jnp.float64), cell)
-        x = jax.random.normal(jax.random.key(3), (B, T, I), cell.w_x.dtype)
+        x_dtype = jnp.float64 if case == "float64-inputs" else cell.w_x.dtype
+        x = jax.random.normal(jax.random.key(3), (B, T, I), x_dtype)
         lengths = np.array([6, 2, 0], np.int32) if case == "sequence_length" else None
         got = rk.dynamic_rnn(cell, x, sequence_length=lengths, bptt="auto")
         expected = rk.dynamic_rnn(cell, x, sequence_length=lengths, bptt="autodiff")
@@ -128,3 +131,15 @@ def test_without_a_gpu_cudnn_is_refused_in_one_line(monkeypatch):
     with pytest.raises(ValueError, match=f"bptt: 'cudnn' {backend}") as error:
         rk.dynamic_rnn(_lstm(1), x, bptt="cudnn")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("backend, kernels, expected", [
+    ("gpu", True, True), ("gpu", False, False), ("cpu", True, False), ("cpu", False, False)])
+def test_cudnn_needs_a_gpu_backend_and_jaxlibs_kernels(monkeypatch, backend, kernels, expected):
+    gpu_rnn = types.SimpleNamespace(**({"compute_rnn_workspace_reserve_space_sizes": len}
+                                       if kernels else {}))
+    monkeypatch.setattr(jax_rnn, "gpu_rnn", gpu_rnn)
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    assert cudnn_backend() is expected
+    with jax.default_device("cpu"):  # a default device on the CPU wins over the backend
+        assert cudnn_backend() is False

@@ -19,8 +19,12 @@ from rnnkit.cells import LSTMCell, LSTMStateTuple
 
 
 def cudnn_backend():
-    """Whether this process computes on a GPU whose jaxlib has cuDNN's RNN kernels."""
-    return jax_rnn.gpu_rnn is not None and jax.default_backend() == "gpu"
+    """Whether computations go to a GPU (the default device, else the default backend) and
+    jaxlib has cuDNN's RNN kernels (a CPU-only jaxlib has the module but not the kernels)."""
+    device = jax.config.jax_default_device  # None, a device, or a platform name
+    platform = getattr(device, "platform", device) or jax.default_backend()
+    kernels = getattr(jax_rnn.gpu_rnn, "compute_rnn_workspace_reserve_space_sizes", None)
+    return kernels is not None and platform in ("gpu", "cuda")
 
 
 def cudnn_applies(cell, lengths, dropout):

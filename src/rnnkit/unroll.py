@@ -164,14 +164,15 @@ def _run(cell, xs, state, lengths, key, bptt, unroll):
                                or unroll < 1):
         raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
     dropout = key is not None and has_dropout(cell)  # a key matters only to dropout
-    cudnn_layers = _cudnn_layers(cell, lengths, dropout) if bptt in ("auto", "cudnn") else None
+    cudnn_layers = (_cudnn_layers(cell, xs.dtype, lengths, dropout)
+                    if bptt in ("auto", "cudnn") else None)
     if cudnn_layers is not None:
         return _run_fused(cudnn_layers, _stacked(cell), xs, state, lengths, unroll, cudnn=True)
     if bptt == "cudnn":
         raise ValueError(
             "bptt: 'cudnn' needs a GPU backend with cuDNN (this one is "
-            f"{jax.default_backend()!r}) and LSTMCell layers without peepholes, float32 weights, "
-            f"no sequence_length and no active dropout; got {type(cell).__name__}"
+            f"{jax.default_backend()!r}) and LSTMCell layers without peepholes, float32 weights "
+            f"and inputs, no sequence_length and no active dropout; got {type(cell).__name__}"
             + (" with sequence_length" if lengths is not None else "")
             + (" with dropout" if dropout else ""))
     layers = None if dropout else _fused_layers(cell, generic=bptt == "fused")
@@ -205,10 +206,11 @@ def _layers(cell):
     return [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
 
 
-def _cudnn_layers(cell, lengths, dropout):
+def _cudnn_layers(cell, dtype, lengths, dropout):
     """The layers of ``cell`` if cuDNN computes each of them on this backend, else None."""
     layers = _layers(cell)
-    applies = cudnn_backend() and all(cudnn_applies(c, lengths, dropout) for c in layers)
+    applies = (cudnn_backend() and dtype == jnp.float32
+               and all(cudnn_applies(c, lengths, dropout) for c in layers))
     return layers if applies else None
 
 
