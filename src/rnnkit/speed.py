@@ -13,11 +13,10 @@ book (150, 28, 28, 150)    GRUCell       12.87 / 12.90           25.50 / 28.32
 long (32, 1000, 32, 128)   LSTMCell      160.2 / 222.4           223.7 / 375.5
 =========================  ============  ======================  ======================
 
-The explicit BPTT was as fast or faster at every shape measured, so
-the rule looks at the cell only: the explicit BPTT for the built-in cells; autodiff for cells of
-users' own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its
-backward loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster
-than 1.
+The explicit BPTT was as fast or faster at every shape measured, on both machines, so the rule
+looks at the cell only: the explicit BPTT for the built-in cells; autodiff for cells of users'
+own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward
+loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
 
 On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
 before this rule applies. No GPU has been available to measure that choice.
