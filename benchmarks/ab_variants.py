@@ -17,15 +17,13 @@ falls on them alike. The first variant of each experiment is the code as it is.
 import argparse
 import contextlib
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import rnnkit.bptt as bptt
-from common import book_batch, rnnkit_train_step
+from common import book_batch, interleaved_median_ms, rnnkit_train_step
 from rnnkit.cells import LSTMStateTuple, gate_blocks
 
 GATES = {"basic": 1, "lstm": 4, "gru": 3}
@@ -125,15 +123,8 @@ EXPERIMENTS = {
 }
 
 
-def interleaved(runs, rounds, steps=6):
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            for _ in range(steps):
-                start = time.perf_counter()
-                jax.block_until_ready(run())
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+def _blocking(fn, *args):
+    return jax.block_until_ready(fn(*args))
 
 
 def time_train_steps(kind, variants, rounds):
@@ -143,8 +134,8 @@ def time_train_steps(kind, variants, rounds):
         with patch():
             params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused")
             jax.block_until_ready(step(params, opt_state, x, y))  # traced under the patch
-        runs[name] = functools.partial(step, params, opt_state, x, y)
-    return interleaved(runs, rounds)
+        runs[name] = functools.partial(_blocking, step, params, opt_state, x, y)
+    return interleaved_median_ms(runs, rounds=rounds)
 
 
 def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
@@ -159,8 +150,8 @@ def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
                 return jnp.tanh(z[:, :units]), None
             chain = jax.jit(lambda h, body=body: jax.lax.scan(body, h, None, length=steps)[0])
             runs[f"[{units},{count * units}] {jnp.dtype(dtype).name}"] = functools.partial(
-                chain, h0)
-    return interleaved(runs, rounds)
+                _blocking, chain, h0)
+    return interleaved_median_ms(runs, rounds=rounds)
 
 
 def main():
