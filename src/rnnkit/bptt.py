@@ -158,10 +158,10 @@ def _rows(x):
 
 
 def _join(blocks):
-    """Gate blocks ``G x [B, H] -> [B, G*H]``. A ``concatenate``, which XLA fuses with the
-    computation of the blocks; a sum of zero-padded blocks (the same fusion, but each element
-    evaluates every block) measured 11% slower per GRU and 5% per LSTM train step
-    (``benchmarks/ab_variants.py``)."""
+    """Gate blocks ``G x [B, H] -> [B, G*H]`` by a ``concatenate`` (a copy kernel of its own).
+    A sum of zero-padded blocks fuses with the computation of the blocks into one kernel, but
+    evaluates every block at every element: it measured 11% slower per GRU and 5% per LSTM
+    train step (``benchmarks/ab_variants.py``)."""
     return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
 
 
