@@ -1,7 +1,7 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           matmul-dtype] [--rounds 15]
+           batch-split,matmul-dtype] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
 traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
@@ -11,6 +11,7 @@ falls on them alike. The first variant of each experiment is the code as it is.
   gates         LSTM gates as four kernels (i, f, g, o), or all four by one tanh over [B, 4H]
   sigmoid       sigmoid as 1 / (1 + exp(-x)), or as tanh(x / 2) / 2 + 1 / 2
   projection    x_t w_x + b inside the loop, or for all steps before it
+  batch-split   one recurrence over the batch, or two independent ones over its halves
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
 """
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnnkit.bptt as bptt
+import rnnkit.unroll as unroll_module
 from common import book_batch, interleaved_median_ms, rnnkit_train_step
 from rnnkit.cells import LSTMStateTuple, gate_blocks
 
@@ -83,6 +85,18 @@ def one_tanh_lstm_vjp(spec, params, gates, prev_t, new_t, d_new):
     return bptt._lstm_vjp(spec, params, gate_blocks(gates, 4), prev_t, new_t, d_new)
 
 
+def halves_fused_rnn(cell, xs, state0, valid, *, unroll=1):
+    """``bptt.fused_rnn`` run separately on the two halves of the batch (two independent loops
+    that XLA may run on the two cores at once), then joined."""
+    half = xs.shape[1] // 2
+    runs = [bptt.fused_rnn(cell, xs[:, part], jax.tree.map(lambda s: s[part], state0),
+                           None if valid is None else valid[:, part], unroll=unroll)
+            for part in (slice(0, half), slice(half, None))]
+    (out_a, final_a), (out_b, final_b) = runs
+    final = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), final_a, final_b)
+    return jnp.concatenate([out_a, out_b], axis=1), final
+
+
 def tanh_sigmoid(x):
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
@@ -120,6 +134,9 @@ EXPERIMENTS = {
         "in-loop": _as_is,
         "before-loop": lambda: patched(bptt, _forward=forward(True),
                                        _STEPS=whole_projection_steps())}),
+    "batch-split": ("basic,lstm,gru", {
+        "one-loop": _as_is,
+        "two-halves": lambda: patched(unroll_module, fused_rnn=halves_fused_rnn)}),
 }
 
 
@@ -156,7 +173,8 @@ def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiments", default="join,gates,sigmoid,projection,matmul-dtype")
+    parser.add_argument("--experiments",
+                        default="join,gates,sigmoid,projection,batch-split,matmul-dtype")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     for experiment in args.experiments.split(","):
