@@ -66,7 +66,8 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
         "cudnn" (cuDNN's LSTM on a GPU, ``cudnn.py``) or "auto": cuDNN where it applies, else
         the one measured faster for this cell, by the rule in ``speed.py``.
       unroll: time steps per compiled loop iteration; None takes ``speed.DEFAULT_UNROLL``.
-        The fused path defines only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
+        The fused and cuDNN paths define only reverse mode: use ``bptt="autodiff"`` for
+        ``jax.jvp``.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
