@@ -1,5 +1,6 @@
 """Shared pieces of the benchmark scripts: timing, machine facts, rnnkit's train step."""
 
+import functools
 import json
 import os
 import platform
@@ -91,10 +92,12 @@ class UserCell:
 
 
 def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, classes=10, lr=1e-3,
-                      user_cell=False):
+                      user_cell=False, devices=None):
     """(params, opt_state, step) for cell -> dynamic_rnn -> Dense(final h) -> softmax xent.
 
-    ``user_cell`` wraps the cell in ``UserCell`` (the loops a user's own cell gets)."""
+    ``user_cell`` wraps the cell in ``UserCell`` (the loops a user's own cell gets). With two or
+    more ``devices``, the step splits the batch across them as ``rnnkit train`` does
+    (``rnnkit.parallel.data_parallel``); pass it ``x, y`` placed by ``place_batch``."""
     k_cell, k_dense = jax.random.split(jax.random.key(0))
     cell = CELLS[kind](input_size, units, key=k_cell)
     if user_cell:
@@ -106,13 +109,27 @@ def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, clas
         logits = rnnkit_logits(params, x, bptt=bptt, unroll=unroll)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
+    grad_fn = jax.value_and_grad(loss_fn)
+    if devices is not None and len(devices) > 1:
+        grad_fn = rk.parallel.data_parallel(lambda p, x, y, key: jax.value_and_grad(loss_fn)(
+            p, x, y), devices)
+    else:
+        grad_fn = functools.partial(lambda fn, p, x, y, key: fn(p, x, y), grad_fn)
+
     @jax.jit
     def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        loss, grads = grad_fn(params, x, y, None)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return params, optimizer.init(params), step
+
+
+def place_batch(x, y, devices):
+    """``x, y`` on the device, or split across ``devices`` for a data-parallel step."""
+    if devices is None or len(devices) < 2:
+        return jnp.asarray(x), jnp.asarray(y)
+    return jax.device_put((x, y), rk.parallel.batch_sharding(devices))
 
 
 def rnnkit_logits(params, x, *, loop="dynamic", bptt="auto", unroll=None):

@@ -12,8 +12,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 
+import rnnkit as rk
 from common import book_batch, rnnkit_logits, rnnkit_train_step
 from peer_models import BUILDERS, CLASSES, GATES, book_batch_np
 
@@ -104,12 +107,14 @@ def train_flops(kind, shape):
     return 3 * forward  # the backward pass is two matmuls per forward one
 
 
-def recurrent_floor_ms(kind, shape, timer):
+def recurrent_floor_ms(kind, shape, timer, devices=None):
     """Median ms of only the step's sequential matmuls, each waiting for the one before.
 
     T forward ``[B, H] @ [H, G*H]`` then T backward ``[B, G*H] @ [G*H, H]``. The G blocks of
     ``w`` are one orthogonal matrix and the chain averages / repeats them, so values neither
-    grow nor vanish (no denormals) and each link adds only a [B, G*H] mean or tile.
+    grow nor vanish (no denormals) and each link adds only a [B, G*H] mean or tile. With two or
+    more ``devices``, each runs the chain on its slice of the batch, all at once: the floor of
+    the data-parallel step.
     """
     batch_size, num_steps, _, units = shape
     gates = GATES[kind]
@@ -117,10 +122,9 @@ def recurrent_floor_ms(kind, shape, timer):
     w = jnp.tile(q, (1, gates))  # [H, G*H]
     h0 = jax.random.normal(jax.random.key(1), (batch_size, units), jnp.float32)
 
-    @jax.jit
     def chain(h, w):
         def forward(h, _):
-            return (h @ w).reshape(batch_size, gates, units).mean(axis=1), None  # [B, H]
+            return (h @ w).reshape(h.shape[0], gates, units).mean(axis=1), None  # [B, H]
 
         def backward(d, _):
             return jnp.tile(d / gates, (1, gates)) @ w.T, None  # [B, G*H] @ [G*H, H]
@@ -129,8 +133,15 @@ def recurrent_floor_ms(kind, shape, timer):
         d, _ = jax.lax.scan(backward, h, None, length=num_steps)
         return d
 
+    if devices is not None and len(devices) > 1:
+        split = PartitionSpec(rk.parallel.AXIS)
+        chain = jax.shard_map(chain, mesh=Mesh(np.array(devices), (rk.parallel.AXIS,)),
+                              in_specs=(split, PartitionSpec()), out_specs=split)
+        h0 = jax.device_put(h0, rk.parallel.batch_sharding(devices))
+    chain = jax.jit(chain)
     return timer(lambda: chain(h0, w).block_until_ready())
 
 
 if __name__ == "__main__":
+    rk.use_cpu_cores()  # as in peers.py, before JAX's first computation
     print(json.dumps(_rss_child(json.loads(sys.argv[1]))))

@@ -29,15 +29,22 @@ class Peer(NamedTuple):
     compile: Optional[Callable[[], object]] = None  # compile the train step only (JAX AOT)
 
 
-def rnnkit_peer(kind, x, y, units, *, bptt="auto"):
-    """rnnkit: ``common.rnnkit_train_step`` (one ``jax.jit`` of value_and_grad + optax.adam)."""
+def rnnkit_peer(kind, x, y, units, *, bptt="auto", split=True):
+    """rnnkit: ``common.rnnkit_train_step`` (one ``jax.jit`` of value_and_grad + optax.adam).
+
+    With ``split``, the batch is split across as many of JAX's devices as divide it, as
+    ``rnnkit train`` does (the benchmark gives JAX one CPU device per core); the forward pass
+    (inference) runs on one device, as ``rnnkit.evaluate`` does.
+    """
     import jax
-    import jax.numpy as jnp
 
-    from common import rnnkit_logits, rnnkit_train_step
+    import rnnkit as rk
+    from common import place_batch, rnnkit_logits, rnnkit_train_step
 
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    params, opt_state, step = rnnkit_train_step(kind, x.shape[-1], units, bptt=bptt, lr=LR)
+    devices = rk.parallel.batch_devices(len(x)) if split else None
+    xj, yj = place_batch(x, y, devices)
+    params, opt_state, step = rnnkit_train_step(kind, x.shape[-1], units, bptt=bptt, lr=LR,
+                                                devices=devices)
     state = [params, opt_state]
 
     def train_step():
@@ -45,8 +52,13 @@ def rnnkit_peer(kind, x, y, units, *, bptt="auto"):
         return float(loss)
 
     logits = jax.jit(functools.partial(rnnkit_logits, bptt=bptt))
+    x_one = jax.device_put(x, jax.devices()[0])
+
+    def forward():
+        return logits(jax.device_put(state[0], jax.devices()[0]), x_one).block_until_ready()
+
     count = sum(leaf.size for leaf in jax.tree.leaves(params))
-    return Peer(count, train_step, lambda: logits(state[0], xj).block_until_ready(),
+    return Peer(count, train_step, forward,
                 lambda: step.lower(state[0], state[1], xj, yj).compile())
 
 
@@ -168,12 +180,14 @@ BUILDERS = {
     "rnnkit": rnnkit_peer,
     "rnnkit-fused": functools.partial(rnnkit_peer, bptt="fused"),
     "rnnkit-autodiff": functools.partial(rnnkit_peer, bptt="autodiff"),
+    "rnnkit-1dev": functools.partial(rnnkit_peer, split=False),
     "torch": torch_peer,
     "keras": keras_peer,
     "keras-tob": functools.partial(keras_peer, step="train_on_batch"),
     "flax": flax_peer,
 }
-DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fused", "rnnkit-autodiff", "torch", "keras", "flax")
+DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fused", "rnnkit-autodiff", "rnnkit-1dev", "torch", "keras",
+                      "flax")
 
 
 def rnnkit_params(kind, input_size, units):

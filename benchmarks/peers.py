@@ -1,7 +1,8 @@
 """rnnkit side by side with PyTorch, Keras 3 (TensorFlow) and Flax NNX, in one run.
 
 Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--cells basic,lstm,gru]
-           [--frameworks rnnkit,rnnkit-fused,rnnkit-autodiff,torch,keras,flax] [--skip-static-long]
+           [--frameworks rnnkit,rnnkit-fused,rnnkit-autodiff,rnnkit-1dev,torch,keras,flax]
+           [--skip-static-long]
            [--smoke] [--json benchmarks/results/peers.json]
 
   a  train step on the book's workload (B=150, T=28, I=28, H=150), each cell: median ms
@@ -11,8 +12,10 @@ Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--ce
      the peak-RSS growth of the step in a fresh process for every framework
   e  compile time of dynamic_rnn against static_rnn (jit of value_and_grad) at T=28, 100, 1000
   f  float32 matmul peak, matmul FLOPs per step, rnnkit's fraction of peak, sequential floor
-Frameworks: see peer_models.py ("keras-tob" times Keras's train_on_batch instead of the
-tf.function step). --smoke runs tiny shapes and 2 steps: it tests the script, not the speed.
+Frameworks: see peer_models.py. "rnnkit" is the default train step as ``rnnkit train`` runs it:
+the batch split across one JAX CPU device per core (``rnnkit.parallel``); "rnnkit-fused" and
+"rnnkit-autodiff" force a BPTT mode on the same devices; "rnnkit-1dev" is the default on one
+device; "keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke runs tiny shapes and 2 steps: it tests the script, not the speed.
 """
 
 import argparse
@@ -26,6 +29,7 @@ import sys
 import numpy as np
 
 import peer_costs
+import rnnkit as rk
 from common import interleaved_median_ms, machine, write_json
 from peer_models import (BUILDERS, DEFAULT_FRAMEWORKS, GATES, book_batch_np, param_offset,
                          rnnkit_params)
@@ -115,13 +119,17 @@ def time_inference(shape, batch_size, kinds, frameworks, time_ms):
     return add_ratios(rows)
 
 
+COMPILED_BPTT = {"rnnkit": "auto", "rnnkit-fused": "fused", "rnnkit-autodiff": "autodiff"}
+
+
 def memory(sizes, frameworks):
     """Section d: rnnkit's compiled bytes and every framework's peak-RSS growth, per T."""
     batch_size, _, input_size, units = sizes.long
     shapes = [(batch_size, t, input_size, units) for t in sizes.memory_steps]
     compiled, rss = [], []
-    for name in (n for n in frameworks if n.startswith("rnnkit")):
-        bptt = name.partition("-")[2] or "auto"
+    # One device: XLA's figures for the step that sees the whole batch.
+    for name in (n for n in frameworks if n in COMPILED_BPTT):
+        bptt = COMPILED_BPTT[name]
         for shape in shapes:
             compiled.append(dict(framework=name, T=shape[1],
                                  **peer_costs.compiled_bytes("lstm", shape, bptt=bptt)))
@@ -177,8 +185,10 @@ def flops(sizes, kinds, sections):
             x, y = book_batch_np(*shape[:3])
             ms = time_ms(BUILDERS["rnnkit"](kind, x, y, shape[3]).train_step)
         gflop = peer_costs.train_flops(kind, shape) / 1e9
-        floor = peer_costs.recurrent_floor_ms(kind, shape, time_ms)
-        rows.append(dict(workload=workload, cell=kind, gflop=gflop, rnnkit_ms=ms,
+        devices = rk.parallel.batch_devices(shape[0])  # those of the default step
+        floor = peer_costs.recurrent_floor_ms(kind, shape, time_ms, devices)
+        rows.append(dict(workload=workload, cell=kind, devices=len(devices), gflop=gflop,
+                         rnnkit_ms=ms,
                          gflops=gflop / ms * 1e3, peak_fraction=gflop / ms * 1e3 / peak,
                          floor_ms=floor, over_floor=ms / floor))
     return dict(peak_gflops=peak, matmul=sizes.matmul, rows=rows)
@@ -249,7 +259,8 @@ def report_flops(result, sizes):
     print(f"\n(f) float32 matmul peak ({sizes.matmul}x{sizes.matmul} @ {sizes.matmul}x"
           f"{sizes.matmul}, jax): {result['peak_gflops']:.1f} GFLOP/s")
     table("(f) rnnkit default train step: matmul FLOPs, fraction of peak, sequential-matmul floor",
-          [("workload", "workload", "s"), ("cell", "cell", "s"), ("gflop", "GFLOP/step", ".4f"),
+          [("workload", "workload", "s"), ("cell", "cell", "s"), ("devices", "devices", "d"),
+           ("gflop", "GFLOP/step", ".4f"),
            ("rnnkit_ms", "rnnkit ms", ".2f"), ("gflops", "GFLOP/s", ".1f"),
            ("peak_pct", "% peak", ".1f"), ("floor_ms", "floor ms", ".2f"),
            ("over_floor", "rnnkit/floor", ".2f")],
@@ -310,6 +321,7 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="default benchmarks/results/peers.json "
                         "(peers-smoke.json with --smoke)")
     args = parser.parse_args(argv)
+    rk.use_cpu_cores()  # as rnnkit train does: one CPU device per core, for the split step
     for flag, value, allowed in (("--sections", args.sections, REPORTS),
                                  ("--cells", args.cells, GATES),
                                  ("--frameworks", args.frameworks, BUILDERS)):

@@ -95,8 +95,8 @@ def test_help_documents_every_config_flag():
     text = " ".join(stdout.split())
     assert "~/.cache/rnnkit/<dataset>, then, for MNIST without --download, the embedded " \
            "5,000-digit subset" in text
-    assert "only --epochs (to extend the run), --data-dir (the same data, moved) and " \
-           "--download may differ" in text
+    assert "only --epochs (to extend the run), --data-dir (the same data, moved), " \
+           "--download and --devices may differ" in text
     evaluate_help = " ".join(run("evaluate", "--help")[1].split())
     assert "default: the data the run was trained on (RUN/data.json" in evaluate_help
 

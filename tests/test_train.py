@@ -18,7 +18,9 @@ from rnnkit.model import build_model, loss_and_accuracy, top_hidden
 from rnnkit.progress import MetricsError
 from rnnkit.train import TrainingDiverged, fit, init_state, make_optimizer, make_train_step
 
-TINY = TrainConfig(units=8, batch_size=10, epochs=2, validation_size=20)
+# One device: the data-parallel runs are test_parallel.py's (two devices cost a few seconds more
+# per run on two cores).
+TINY = TrainConfig(units=8, batch_size=10, epochs=2, validation_size=20, devices=1)
 RUN_FILES = {"config.json", "metrics.jsonl", "metrics.csv", "learning_curves.png", "final.json",
              "checkpoints"}
 
@@ -290,6 +292,7 @@ def test_config_defaults_are_the_books_experiment():
     assert TrainConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
     before_bptt = {k: v for k, v in TINY.to_dict().items() if k != "bptt"}  # an older run
     assert TrainConfig.from_dict(before_bptt).bptt == c.bptt == "auto"
+    assert c.devices == 0  # as many as divide the batch
 
 
 @pytest.mark.parametrize("changes, field, needle", [

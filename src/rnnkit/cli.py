@@ -24,6 +24,7 @@ from rnnkit.datasets import load_with_source
 from rnnkit.evaluate import confusion_matrix, evaluate_with_probabilities
 from rnnkit.evaluate import format_confusion_matrix, load_digits, predict_probabilities
 from rnnkit.model import N_OUTPUTS
+from rnnkit.parallel import use_cpu_cores
 from rnnkit.plots import plot_confusion_matrix
 from rnnkit.progress import MetricsError, write_json
 from rnnkit.train import TrainingDiverged, check_image_size, fit, read_data_source
@@ -68,7 +69,7 @@ def build_parser():
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint "
                        "with RUN's config.json, on the data it was trained on (RUN/data.json); "
                        "of the other flags only --epochs (to extend the run), --data-dir (the "
-                       "same data, moved) and --download may differ from it")
+                       "same data, moved), --download and --devices may differ from it")
     train.set_defaults(handler=_train)
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a run")
     evaluate.add_argument("run", metavar="RUN", help="run folder written by rnnkit train")
@@ -155,6 +156,7 @@ def _load_data(config, data_dir=None, download=False, *, recorded=None):
 
 
 def _train(args):
+    use_cpu_cores()  # before JAX's first computation; on a GPU, data parallelism uses the GPUs
     given = {name: value for name, value in vars(args).items() if name in _CONFIG_FIELDS}
     if args.resume is None:
         config = TrainConfig(**given).validate()
@@ -162,7 +164,8 @@ def _train(args):
     else:
         if "out" in given:
             raise UsageError("--out: not allowed with --resume; the run folder is RUN")
-        config = read_run_config(args.resume).replace(**given).validate()
+        # devices: as many as fit this machine, unless given
+        config = read_run_config(args.resume).replace(**{"devices": 0, **given}).validate()
         out_dir, recorded = args.resume, read_data_source(args.resume)
     datasets, source = _load_data(config, given.get("data_dir"), recorded=recorded)
     fit(config, datasets, out_dir=out_dir, resume=args.resume is not None, data_source=source)

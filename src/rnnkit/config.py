@@ -13,6 +13,7 @@ import jax
 
 from rnnkit.activations import ACTIVATIONS
 from rnnkit.cudnn import cudnn_backend
+from rnnkit.parallel import batch_devices
 from rnnkit.unroll import BPTT_MODES
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -57,6 +58,9 @@ class TrainConfig:
                        "(fused), jax.grad of the scan (autodiff), cuDNN's LSTM on a GPU "
                        "(cudnn), or cuDNN where it applies and else whichever measured faster "
                        "for the cell (auto)", choices=BPTT_MODES)
+    devices: int = _field(0, "devices each batch is split across (data parallelism); 0: as many "
+                          "of JAX's devices as divide the batch evenly (rnnkit train gives JAX "
+                          "one CPU device per core)")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -91,6 +95,7 @@ class TrainConfig:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("seed", self.seed, minimum=0)
         _check_int("validation_size", self.validation_size, minimum=1)
+        _check_int("devices", self.devices, minimum=0)
         if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                 or not math.isfinite(self.lr) or self.lr <= 0):
             raise ConfigError("lr", f"expected a positive finite number, got {self.lr!r}")
@@ -106,6 +111,27 @@ class TrainConfig:
         if num_train_examples is not None and self.batch_size > num_train_examples:
             raise ConfigError("batch_size", f"expected at most the {num_train_examples} training "
                               f"examples, got {self.batch_size}; lower it")
+        return self
+
+    def with_devices(self, available):
+        """The config with ``devices`` resolved against the ``available`` devices (a list).
+
+        Raises:
+          ConfigError: more devices asked for than available, or a count that does not divide
+            ``batch_size``.
+        """
+        if self.devices == 0:
+            return self.replace(devices=len(batch_devices(self.batch_size, available)))
+        if self.devices > len(available):
+            hint = (" (rnnkit train gives JAX one CPU device per core; from Python, call "
+                    "rnnkit.parallel.use_cpu_cores() before any JAX computation)"
+                    if available[0].platform == "cpu" else "")
+            raise ConfigError("devices", f"expected at most the {len(available)} "
+                              f"{available[0].platform} devices JAX sees, got "
+                              f"{self.devices}{hint}")
+        if self.batch_size % self.devices:
+            raise ConfigError("devices", f"expected a count that divides batch_size "
+                              f"{self.batch_size} evenly, got {self.devices}")
         return self
 
 

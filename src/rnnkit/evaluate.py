@@ -62,9 +62,20 @@ def evaluate_with_probabilities(model, images, labels, *, chunk_size=CHUNK_SIZE)
     return _evaluate(model, images, labels, chunk_size, keep_probabilities=True)
 
 
+def _one_device(model):
+    """``model``, or, if data-parallel training left it replicated on several devices, its copy
+    on the first of them: the same numbers, without every device repeating the whole work."""
+    devices = {d for leaf in jax.tree.leaves(model) if isinstance(leaf, jax.Array)
+               for d in leaf.devices()}
+    if len(devices) <= 1:
+        return model
+    return jax.device_put(model, min(devices, key=lambda d: d.id))
+
+
 def _evaluate(model, images, labels, chunk_size, *, keep_probabilities):
     if len(images) == 0:
         raise ValueError("images: expected at least one example to evaluate, got 0")
+    model = _one_device(model)
     loss_sum, hit_sum, parts = jnp.float32(0), jnp.float32(0), []
     for mask, x, y in _chunks(images, chunk_size, labels):
         loss, hits, probabilities = _chunk_results(model, x, y, mask)
@@ -77,7 +88,7 @@ def _evaluate(model, images, labels, chunk_size, *, keep_probabilities):
 
 def predict_probabilities(model, images, *, chunk_size=CHUNK_SIZE):
     """Class probabilities ``[N, classes]`` (NumPy) for ``images [N, D]``."""
-    parts = []
+    parts, model = [], _one_device(model)
     for mask, x in _chunks(images, chunk_size):
         parts.append(np.asarray(_chunk_probabilities(model, x))[mask])
     return np.concatenate(parts)

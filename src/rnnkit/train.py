@@ -32,14 +32,17 @@ from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.datasets import EMBEDDED, DatasetError
 from rnnkit.evaluate import Metrics, evaluate
 from rnnkit.model import N_INPUTS, N_STEPS, build_model, loss_and_accuracy
+from rnnkit.parallel import batch_sharding, data_parallel
 from rnnkit.plots import plot_learning_curves
 from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
 from rnnkit.progress import write_metrics
 
-# Fields that may differ between a run and its resumption: they do not change the numbers.
-# Not bptt: its modes agree only to float rounding, so a resumed run would drift from the
-# uninterrupted one.
-RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out")
+# Fields that may differ between a run and its resumption. All but devices leave the numbers
+# as they are. Another device count splits the batch's sums differently, so the resumed run
+# drifts by float rounding from an uninterrupted one (as on another machine); it may change
+# all the same, or a run could not resume on a machine with fewer cores. Not bptt: its modes
+# agree only to float rounding, and any machine can keep the run's mode.
+RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out", "devices")
 
 
 class TrainState(NamedTuple):
@@ -84,22 +87,36 @@ def init_state(config):
     return TrainState(model, make_optimizer(config).init(model), key, zero, zero)
 
 
-def make_train_step(optimizer, *, bptt="auto"):
+def make_train_step(optimizer, *, bptt="auto", devices=None):
     """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``.
 
-    ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff", "cudnn" or "auto".
+    ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff", "cudnn" or "auto". With two or more
+    ``devices``, each step splits the batch across them (``rnnkit.parallel.data_parallel``);
+    ``B`` must then be a multiple of their number.
     """
     grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
 
+    def grads(model, images, labels, key):
+        return grad_fn(model, images, labels, key=key, bptt=bptt)
+
+    split = devices is not None and len(devices) > 1
+    if split:
+        grads = data_parallel(grads, devices)
+
+    @jax.jit
     def train_step(state, images, labels):
         key, step_key = jax.random.split(state.key)
-        (loss, accuracy), grads = grad_fn(state.model, images, labels, key=step_key, bptt=bptt)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.model)
+        (loss, accuracy), g = grads(state.model, images, labels, step_key)
+        updates, opt_state = optimizer.update(g, state.opt_state, state.model)
         model = optax.apply_updates(state.model, updates)
         new = state._replace(model=model, opt_state=opt_state, key=key, step=state.step + 1)
         return new, (loss, accuracy)
 
-    return jax.jit(train_step)
+    if not split:
+        return train_step
+    sharding = batch_sharding(devices)
+    return lambda state, images, labels: train_step(
+        state, *jax.device_put((images, labels), sharding))
 
 
 @jax.jit
@@ -173,7 +190,8 @@ def fit(config, datasets, *, out_dir, resume=False, data_source=None, log=print,
     config.validate(datasets.train.num_examples)
     check_image_size(datasets)
     out_dir = Path(out_dir)
-    config = config.replace(out=str(out_dir))
+    devices = jax.devices()
+    config = config.replace(out=str(out_dir)).with_devices(devices)
     if resume:
         state, history = _resume(config, out_dir, log, data_source)
     else:
@@ -181,7 +199,8 @@ def fit(config, datasets, *, out_dir, resume=False, data_source=None, log=print,
     write_json(out_dir / "config.json", config.to_dict())
     if data_source is not None:
         write_json(out_dir / "data.json", {"source": str(data_source)})
-    train_step = make_train_step(make_optimizer(config), bptt=config.bptt)
+    train_step = make_train_step(make_optimizer(config), bptt=config.bptt,
+                                 devices=devices[:config.devices])
     show_bar = is_terminal() if progress is None else progress
     for epoch in range(int(state.epoch) + 1, config.epochs + 1):
         started = time.perf_counter()

@@ -1,0 +1,105 @@
+"""Data parallelism: each device takes an equal slice of the batch, and the results are averaged.
+
+What a data-parallel step computes, for ``d`` devices and a batch of ``B`` examples::
+
+    slices  = batch split into d slices of B/d examples, one per device
+    results = fn(params, *slice, key folded with the device's index)   # on each device at once
+    return  mean of results over the devices                           # one all-reduce
+
+Gradients of a batch-mean loss averaged over equal slices are the gradients of the whole batch,
+up to float rounding. It is JAX's own engine (``jax.shard_map`` over a ``Mesh``), so the same
+code splits a batch across the cores of a CPU, the GPUs of a machine, or several machines.
+
+On a CPU, XLA keeps one device's computation mostly on one core: the small matmuls and the gate
+arithmetic of an RNN step use the other cores little. JAX shows one CPU device unless told
+otherwise before its first computation; ``use_cpu_cores()`` gives it one per core, and then a
+data-parallel step keeps every core busy (``BENCHMARKS.md`` has the figures).
+"""
+
+import operator
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "batch"
+
+
+def available_cores():
+    """The number of cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def use_cpu_cores(count=None):
+    """Give JAX ``count`` CPU devices (default: one per available core), for data parallelism.
+
+    JAX fixes its number of CPU devices at its first computation, so call this first, right
+    after the imports (``rnnkit train`` does). Later, the count can no longer change, and this
+    returns the count JAX started with.
+
+    Returns:
+      The number of CPU devices JAX has or will have.
+    Raises:
+      ValueError: ``count`` is not a positive integer.
+    """
+    if count is None:
+        count = available_cores()
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count: expected a positive integer number of CPU devices, "
+                         f"got {count!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has computed something already: its devices are fixed
+        return len(jax.devices("cpu"))
+    return count
+
+
+def batch_devices(batch_size, devices=None):
+    """The devices a batch of ``batch_size`` examples is split across by default: the first
+    ``d`` of ``devices`` (default: ``jax.devices()``), ``d`` the largest count that divides
+    ``batch_size`` evenly."""
+    devices = jax.devices() if devices is None else list(devices)
+    operator.index(batch_size)
+    count = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    return devices[:count]
+
+
+def batch_sharding(devices):
+    """The sharding of a batch ``[B, ...]`` split along its first axis across ``devices``."""
+    return NamedSharding(_mesh(devices), PartitionSpec(AXIS))
+
+
+def data_parallel(fn, devices):
+    """``fn(params, *batch, key)`` run on equal slices of the batch, one per device, averaged.
+
+    Args:
+      fn: returns a pytree of floating arrays that are means over its slice (a loss and its
+        gradients, an accuracy); ``batch`` arrays are ``[B, ...]`` with ``B`` a multiple of
+        ``len(devices)``; ``key`` is a PRNG key or None (each device then gets its own
+        ``fold_in(key, device index)``).
+      devices: the devices, two or more (with one, call ``fn`` itself).
+    Returns:
+      A function of the same arguments, for use inside ``jax.jit``.
+    """
+    def local(params, *batch_and_key):
+        *batch, key = batch_and_key
+        if key is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+        return jax.lax.pmean(fn(params, *batch, key), AXIS)
+
+    def run(params, *batch_and_key):
+        *batch, key = batch_and_key
+        specs = (PartitionSpec(), *(PartitionSpec(AXIS) for _ in batch), PartitionSpec())
+        # check_vma=False: the time loops start from states made inside (zero_state), which
+        # do not vary across devices, and carry states that do.
+        return jax.shard_map(local, mesh=_mesh(devices), in_specs=specs,
+                             out_specs=PartitionSpec(), check_vma=False)(params, *batch, key)
+
+    return run
+
+
+def _mesh(devices):
+    return Mesh(np.array(devices), (AXIS,))

@@ -1,0 +1,110 @@
+"""Data parallelism over the two CPU devices of the test session (conftest.py): the split step
+computes the single-device step's numbers, each device draws its own randomness, ``fit`` resolves
+and records the device count, and bad counts are refused with the field named."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnkit.config import ConfigError, TrainConfig
+from rnnkit.evaluate import evaluate
+from rnnkit.parallel import batch_devices, data_parallel, use_cpu_cores
+from rnnkit.train import init_state, make_optimizer, make_train_step
+from test_train import TINY, assert_same_metrics_up_to_rounding, quiet_fit, tiny_datasets
+
+TWO = jax.devices()[:2]
+
+
+def test_the_session_has_two_cpu_devices_and_the_count_is_fixed_once_jax_ran():
+    assert len(jax.devices()) == 2
+    assert use_cpu_cores(4) == 2  # JAX has computed already: the count stays
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True, "2"])
+def test_use_cpu_cores_rejects_a_count_that_is_not_a_positive_integer(count):
+    with pytest.raises(ValueError, match=rf"^count: expected a positive integer .*got {count!r}"):
+        use_cpu_cores(count)
+
+
+@pytest.mark.parametrize("batch_size, expected", [(150, 3), (8, 4), (7, 1), (10, 2), (1, 1)])
+def test_batch_devices_takes_the_most_that_divide_the_batch(batch_size, expected):
+    devices = ["d0", "d1", "d2", "d3"]
+    assert batch_devices(batch_size, devices) == devices[:expected]
+
+
+@pytest.mark.parametrize("cell, bptt", [("basic", "fused"), ("lstm", "fused"),
+                                        ("gru", "fused"), ("lstm", "autodiff")])
+def test_the_split_step_computes_the_single_device_step(cell, bptt):
+    config = TINY.replace(cell=cell, lr=0.01)
+    data = tiny_datasets().train
+    runs = {}
+    for name, devices in (("one", None), ("two", TWO)):
+        step = make_train_step(make_optimizer(config), bptt=bptt, devices=devices)
+        state, metrics = init_state(config), []
+        for start in (0, 10, 20):
+            state, m = step(state, data.images[start:start + 10], data.labels[start:start + 10])
+            metrics.append(m)
+        runs[name] = state, np.array(metrics)
+    (one, metrics_one), (two, metrics_two) = runs["one"], runs["two"]
+    assert len(jax.tree.leaves(two.model)[0].devices()) == 2
+    np.testing.assert_allclose(metrics_two, metrics_one, rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(two.model), jax.tree.leaves(one.model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert int(two.step) == 3
+
+
+def test_each_device_draws_from_its_own_key():
+    draw = data_parallel(lambda params, x, key: jax.random.uniform(key, ()) + 0 * x.sum(), TWO)
+    key = jax.random.key(3)
+    mean = jax.jit(draw)(None, jnp.zeros((4, 2)), key)
+    each = [jax.random.uniform(jax.random.fold_in(key, d), ()) for d in (0, 1)]
+    np.testing.assert_allclose(mean, np.mean(each), rtol=1e-6)
+    assert each[0] != each[1]
+
+
+def test_evaluating_a_replicated_model_gives_the_single_device_numbers():
+    config = TINY.replace(cell="lstm")
+    step = make_train_step(make_optimizer(config), devices=TWO)
+    data = tiny_datasets().train
+    state, _ = step(init_state(config), data.images[:10], data.labels[:10])
+    single = jax.device_put(state.model, TWO[0])
+    assert evaluate(state.model, data.images, data.labels) == evaluate(single, data.images,
+                                                                        data.labels)
+
+
+def test_fit_splits_the_batch_by_default_and_records_the_count(tmp_path):
+    quiet_fit(TINY.replace(epochs=1, devices=0), tmp_path / "auto")
+    quiet_fit(TINY.replace(epochs=1, devices=1), tmp_path / "one")
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["devices"] == 2
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["devices"] == 1
+    assert_same_metrics_up_to_rounding(tmp_path / "auto", tmp_path / "one",
+                                       batch_size=TINY.batch_size)
+    odd = TINY.replace(epochs=1, batch_size=5, devices=0)  # 5 examples: one device
+    quiet_fit(odd, tmp_path / "odd")
+    assert json.loads((tmp_path / "odd" / "config.json").read_text())["devices"] == 1
+
+
+def test_a_run_may_resume_on_another_device_count(tmp_path):
+    quiet_fit(TINY.replace(epochs=1, devices=2), tmp_path)
+    _, lines = quiet_fit(TINY.replace(epochs=2, devices=1), tmp_path, resume=True)
+    assert lines[0].startswith(f"Resuming {tmp_path} after epoch 1")
+    assert json.loads((tmp_path / "config.json").read_text())["devices"] == 1
+
+
+@pytest.mark.parametrize("changes, needle", [
+    (dict(devices=3), "devices: expected at most the 2 cpu devices JAX sees, got 3"),
+    (dict(devices=2, batch_size=5), "devices: expected a count that divides batch_size 5 "
+     "evenly, got 2"),
+])
+def test_fit_refuses_a_device_count_that_cannot_split_the_batch(changes, needle, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{needle}") as excinfo:
+        quiet_fit(TINY.replace(**changes), tmp_path)
+    assert excinfo.value.field == "devices"
+
+
+def test_config_validate_refuses_a_negative_device_count():
+    with pytest.raises(ConfigError, match="^devices: expected an integer >= 0, got -1"):
+        TrainConfig(devices=-1).validate()
