@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from common import machine, write_json
+from rnnkit import use_cpu_cores
 from rnnkit.config import CELLS, ConfigError, TrainConfig
 from rnnkit.datasets import DataSet, Datasets, DatasetError, fashion_mnist, load_embedded_mnist
 from rnnkit.datasets import read_test_set
@@ -229,6 +230,7 @@ def save(path, results):
 
 def main(argv=None):
     args = parse_args(argv)
+    use_cpu_cores()  # as rnnkit train does: the batch is split across one CPU device per core
     check_shared(args.shared, args.experiments)
     results = []
     for name in args.experiments:

@@ -32,7 +32,7 @@ from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.datasets import EMBEDDED, DatasetError
 from rnnkit.evaluate import Metrics, evaluate
 from rnnkit.model import N_INPUTS, N_STEPS, build_model, loss_and_accuracy
-from rnnkit.parallel import batch_sharding, data_parallel
+from rnnkit.parallel import batch_sharding, bounded_queue, data_parallel
 from rnnkit.plots import plot_learning_curves
 from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
 from rnnkit.progress import write_metrics
@@ -92,7 +92,8 @@ def make_train_step(optimizer, *, bptt="auto", devices=None):
 
     ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff", "cudnn" or "auto". With two or more
     ``devices``, each step splits the batch across them (``rnnkit.parallel.data_parallel``);
-    ``B`` must then be a multiple of their number.
+    ``B`` must then be a multiple of their number, and a call waits for the step before last
+    (``rnnkit.parallel.bounded_queue``).
     """
     grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
 
@@ -115,8 +116,8 @@ def make_train_step(optimizer, *, bptt="auto", devices=None):
     if not split:
         return train_step
     sharding = batch_sharding(devices)
-    return lambda state, images, labels: train_step(
-        state, *jax.device_put((images, labels), sharding))
+    return bounded_queue(lambda state, images, labels: train_step(
+        state, *jax.device_put((images, labels), sharding)))
 
 
 @jax.jit
