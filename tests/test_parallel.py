@@ -16,6 +16,8 @@ from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.evaluate import evaluate
 from rnnkit import parallel
 from rnnkit.parallel import batch_devices, bounded_queue, data_parallel, use_cpu_cores
+from rnnkit import steps as steps_module
+from rnnkit.steps import make_steps, place_data
 from rnnkit.train import init_state, make_optimizer, make_train_step
 from test_train import TINY, assert_same_metrics_up_to_rounding, quiet_fit, tiny_datasets
 
@@ -58,6 +60,32 @@ def test_the_split_step_computes_the_single_device_step(cell, bptt):
     for a, b in zip(jax.tree.leaves(two.model), jax.tree.leaves(one.model), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(two.step) == 3
+
+
+@pytest.mark.parametrize("cell, devices", [("basic", None), ("lstm", None), ("gru", TWO)])
+def test_steps_in_one_call_compute_the_steps_one_by_one(cell, devices):
+    config = TINY.replace(cell=cell, lr=0.01)
+    data = tiny_datasets().train
+    index = np.arange(30).reshape(3, 10)[::-1]  # three batches of 10, in some order
+    one_by_one, state = make_train_step(make_optimizer(config), devices=devices), init_state(config)
+    for rows in index:
+        state, last = one_by_one(state, data.images[rows], data.labels[rows])
+    steps = make_steps(make_optimizer(config), devices=devices)
+    images, labels = place_data(data, devices or jax.devices()[:1])
+    got, sums, first_bad, got_last = steps(init_state(config), jnp.zeros(2), jnp.asarray(-1),
+                                           images, labels, index)
+    np.testing.assert_allclose(got_last, np.array(last), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(got.model), jax.tree.leaves(state.model), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert int(got.step) == 3 and int(first_bad) == -1 and np.isfinite(sums).all()
+
+
+def test_fit_takes_the_same_steps_whatever_the_steps_per_call(monkeypatch, tmp_path):
+    quiet_fit(TINY.replace(epochs=1), tmp_path / "one_call")  # 6 steps an epoch: one call
+    monkeypatch.setattr(steps_module, "STEPS_PER_CALL", 4)  # calls of 4 and 2 steps
+    quiet_fit(TINY.replace(epochs=1), tmp_path / "two_calls")
+    assert_same_metrics_up_to_rounding(tmp_path / "one_call", tmp_path / "two_calls",
+                                       batch_size=TINY.batch_size)
 
 
 def test_each_device_draws_from_its_own_key():

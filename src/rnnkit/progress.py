@@ -89,15 +89,16 @@ def is_terminal():
 
 @contextlib.contextmanager
 def step_bar(total, description, *, enabled):
-    """Yields ``advance()``, to call once per step; draws a transient rich bar when ``enabled``.
+    """Yields ``advance(steps=1)``, to call as steps are taken; draws a transient rich bar when
+    ``enabled``.
 
     The bar only counts steps on the host, so it never waits for the device.
     """
     if not enabled:
-        yield lambda: None
+        yield lambda steps=1: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
+        yield lambda steps=1: bar.advance(task, steps)

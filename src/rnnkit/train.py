@@ -1,6 +1,7 @@
-"""Training: the state, the jitted step, and ``fit``, the book's epoch loop with a run folder.
+"""Training: the initial state and ``fit``, the book's epoch loop with a run folder (the train
+step itself is in ``rnnkit.steps``).
 
-What ``fit`` does, as in the book::
+What ``fit`` does, as in the book (taking ``STEPS_PER_CALL`` steps in each jitted call)::
 
     for epoch in range(1, n_epochs + 1):
         for iteration in range(num_examples // batch_size):
@@ -23,7 +24,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from rnnkit.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, read_sidecar
@@ -31,11 +31,17 @@ from rnnkit.checkpoint import save_checkpoint
 from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.datasets import EMBEDDED, DatasetError
 from rnnkit.evaluate import Metrics, evaluate
-from rnnkit.model import N_INPUTS, N_STEPS, build_model, loss_and_accuracy
-from rnnkit.parallel import batch_sharding, bounded_queue, data_parallel
+from rnnkit.model import N_INPUTS, N_STEPS, build_model
 from rnnkit.plots import plot_learning_curves
-from rnnkit.progress import epoch_line, is_terminal, read_metrics, step_bar, write_json
-from rnnkit.progress import write_metrics
+from rnnkit.progress import epoch_line, is_terminal, read_metrics, write_json, write_metrics
+from rnnkit.steps import TrainingDiverged, TrainState, make_steps, make_train_step, place_data
+from rnnkit.steps import train_epoch
+
+# TrainState, TrainingDiverged and make_train_step live in rnnkit.steps and stay importable
+# from here, where the book's loop and earlier code import them.
+__all__ = ["FitResult", "TrainState", "TrainingDiverged", "check_image_size", "fit",
+           "init_state", "make_optimizer", "make_train_step", "read_data_source",
+           "read_run_config", "restore"]
 
 # Fields that may differ between a run and its resumption. All but devices leave the numbers
 # as they are. Another device count splits the batch's sums differently, so the resumed run
@@ -45,34 +51,10 @@ from rnnkit.progress import write_metrics
 RESUMABLE_FIELDS = ("epochs", "data_dir", "download", "out", "devices")
 
 
-class TrainState(NamedTuple):
-    """Everything a run needs to continue: model, Adam's state, PRNG key, epochs and steps done."""
-
-    model: object
-    opt_state: object
-    key: jax.Array  # a typed PRNG key, split once per step
-    epoch: jax.Array  # int32, epochs completed
-    step: jax.Array  # int32, steps completed
-
-
 class FitResult(NamedTuple):
     state: TrainState
     history: list  # one metrics row (dict) per epoch
     test: Metrics
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; ``epoch`` and ``step`` say where."""
-
-    def __init__(self, epoch, step, checkpoint=None):
-        super().__init__(epoch, step)
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
-
-    def __str__(self):
-        kept = (f"the last good checkpoint is {self.checkpoint}" if self.checkpoint
-                else "no checkpoint was written")
-        return (f"training diverged: the loss is NaN or infinite at step {self.step} "
-                f"(epoch {self.epoch}); {kept}. Try a lower --lr")
 
 
 def make_optimizer(config):
@@ -85,74 +67,6 @@ def init_state(config):
     model = build_model(config, key=model_key)
     zero = jnp.asarray(0, jnp.int32)
     return TrainState(model, make_optimizer(config).init(model), key, zero, zero)
-
-
-def make_train_step(optimizer, *, bptt="auto", devices=None):
-    """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``.
-
-    ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff", "cudnn" or "auto". With two or more
-    ``devices``, each step splits the batch across them (``rnnkit.parallel.data_parallel``);
-    ``B`` must then be a multiple of their number, and a call waits for the step before last
-    (``rnnkit.parallel.bounded_queue``).
-    """
-    grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
-
-    def grads(model, images, labels, key):
-        return grad_fn(model, images, labels, key=key, bptt=bptt)
-
-    split = devices is not None and len(devices) > 1
-    if split:
-        grads = data_parallel(grads, devices)
-
-    @jax.jit
-    def train_step(state, images, labels):
-        key, step_key = jax.random.split(state.key)
-        (loss, accuracy), g = grads(state.model, images, labels, step_key)
-        updates, opt_state = optimizer.update(g, state.opt_state, state.model)
-        model = optax.apply_updates(state.model, updates)
-        new = state._replace(model=model, opt_state=opt_state, key=key, step=state.step + 1)
-        return new, (loss, accuracy)
-
-    if not split:
-        return train_step
-    sharding = batch_sharding(devices)
-    return bounded_queue(lambda state, images, labels: train_step(
-        state, *jax.device_put((images, labels), sharding)))
-
-
-@jax.jit
-def _accumulate(sums, first_bad, metrics, step):
-    """Adds ``(loss, accuracy)`` to ``sums [2]``; ``first_bad`` is the first non-finite step."""
-    bad = (first_bad < 0) & ~jnp.isfinite(metrics[0])
-    return sums + jnp.stack(metrics), jnp.where(bad, step, first_bad)
-
-
-def epoch_batches(seed, epoch, num_examples, batch_size):
-    """The index arrays of one epoch's batches: ``num_examples // batch_size`` of them."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return [order[i * batch_size:(i + 1) * batch_size]
-            for i in range(num_examples // batch_size)]
-
-
-def train_epoch(train_step, state, train, config, epoch, *, show_bar):
-    """One epoch of steps; returns the new state and its (last-batch, epoch-mean) metrics.
-
-    Raises:
-      TrainingDiverged: a step's loss was NaN or infinite (checked once, at the end).
-    """
-    batches = epoch_batches(config.seed, epoch, train.num_examples, config.batch_size)
-    sums, first_bad = jnp.zeros(2, jnp.float32), jnp.asarray(-1, jnp.int32)
-    with step_bar(len(batches), f"epoch {epoch}", enabled=show_bar) as advance:
-        for index in batches:
-            state, last = train_step(state, train.images[index], train.labels[index])
-            sums, first_bad = _accumulate(sums, first_bad, last, state.step)
-            advance()
-    sums, first_bad, last = jax.device_get((sums, first_bad, last))  # the epoch's one sync
-    if first_bad >= 0 or not np.all(np.isfinite(sums)):
-        raise TrainingDiverged(epoch, int(first_bad))
-    means = sums / len(batches)
-    return state, dict(train_loss=float(last[0]), train_acc=float(last[1]),
-                       train_loss_mean=float(means[0]), train_acc_mean=float(means[1]))
 
 
 def check_image_size(datasets, source=None):
@@ -200,14 +114,14 @@ def fit(config, datasets, *, out_dir, resume=False, data_source=None, log=print,
     write_json(out_dir / "config.json", config.to_dict())
     if data_source is not None:
         write_json(out_dir / "data.json", {"source": str(data_source)})
-    train_step = make_train_step(make_optimizer(config), bptt=config.bptt,
-                                 devices=devices[:config.devices])
+    steps = make_steps(make_optimizer(config), bptt=config.bptt,
+                       devices=devices[:config.devices])
+    data = place_data(datasets.train, devices[:config.devices])
     show_bar = is_terminal() if progress is None else progress
     for epoch in range(int(state.epoch) + 1, config.epochs + 1):
         started = time.perf_counter()
         try:
-            state, row = train_epoch(train_step, state, datasets.train, config, epoch,
-                                     show_bar=show_bar)
+            state, row = train_epoch(steps, state, data, config, epoch, show_bar=show_bar)
         except TrainingDiverged as e:
             e.checkpoint = latest_checkpoint(out_dir / "checkpoints")
             raise

@@ -1,0 +1,158 @@
+"""The train step: one (``make_train_step``), ``k`` in one jitted call (``make_steps``), and an
+epoch of them (``train_epoch``), on one device or split across several (``rnnkit.parallel``).
+
+A train step, for ``state`` a ``TrainState``::
+
+    key, step_key = split(state.key)
+    (loss, accuracy), grads = value_and_grad(loss_and_accuracy)(state.model, images, labels)
+    state = state with the model Adam-updated, key, step + 1
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rnnkit.model import loss_and_accuracy
+from rnnkit.parallel import AXIS, batch_sharding, bounded_queue, data_parallel
+from rnnkit.progress import step_bar
+
+# Train steps per jitted call in fit: the host dispatches once per STEPS_PER_CALL steps.
+STEPS_PER_CALL = 32
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue: model, Adam's state, PRNG key, epochs and steps done."""
+
+    model: object
+    opt_state: object
+    key: jax.Array  # a typed PRNG key, split once per step
+    epoch: jax.Array  # int32, epochs completed
+    step: jax.Array  # int32, steps completed
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; ``epoch`` and ``step`` say where."""
+
+    def __init__(self, epoch, step, checkpoint=None):
+        super().__init__(epoch, step)
+        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+    def __str__(self):
+        kept = (f"the last good checkpoint is {self.checkpoint}" if self.checkpoint
+                else "no checkpoint was written")
+        return (f"training diverged: the loss is NaN or infinite at step {self.step} "
+                f"(epoch {self.epoch}); {kept}. Try a lower --lr")
+
+
+def _step(optimizer, bptt, devices):
+    """The train step, not jitted: ``step(state, images, labels) -> (state, (loss, accuracy))``,
+    splitting the batch across ``devices`` when there are two or more."""
+    grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
+
+    def grads(model, images, labels, key):
+        return grad_fn(model, images, labels, key=key, bptt=bptt)
+
+    if _splits(devices):
+        grads = data_parallel(grads, devices)
+
+    def step(state, images, labels):
+        key, step_key = jax.random.split(state.key)
+        (loss, accuracy), g = grads(state.model, images, labels, step_key)
+        updates, opt_state = optimizer.update(g, state.opt_state, state.model)
+        model = optax.apply_updates(state.model, updates)
+        new = state._replace(model=model, opt_state=opt_state, key=key, step=state.step + 1)
+        return new, (loss, accuracy)
+
+    return step
+
+
+def _splits(devices):
+    return devices is not None and len(devices) > 1
+
+
+def make_train_step(optimizer, *, bptt="auto", devices=None):
+    """A jitted ``train_step(state, images [B, D], labels [B]) -> (state, (loss, accuracy))``.
+
+    ``bptt`` is ``dynamic_rnn``'s: "fused", "autodiff", "cudnn" or "auto". With two or more
+    ``devices``, each step splits the batch across them (``rnnkit.parallel.data_parallel``);
+    ``B`` must then be a multiple of their number, and a call waits for the step before last
+    (``rnnkit.parallel.bounded_queue``).
+    """
+    train_step = jax.jit(_step(optimizer, bptt, devices))
+    if not _splits(devices):
+        return train_step
+    sharding = batch_sharding(devices)
+    return bounded_queue(lambda state, images, labels: train_step(
+        state, *jax.device_put((images, labels), sharding)))
+
+
+def make_steps(optimizer, *, bptt="auto", devices=None):
+    """What ``fit`` runs: ``steps(state, sums, first_bad, images [N, D], labels [N], index [k, B])``
+    takes ``k`` train steps, step ``i`` on the rows ``index[i]`` of the data, in one jitted call
+    (one dispatch for ``k`` steps: the host stays out of the cores' way).
+
+    Returns ``(state, sums [2] + the steps' (loss, accuracy), first_bad or the first step whose
+    loss is not finite, the last step's (loss, accuracy))``. ``images`` and ``labels`` should
+    already be on the devices (``place_data``).
+    """
+    step = _step(optimizer, bptt, devices)
+
+    @jax.jit
+    def steps(state, sums, first_bad, images, labels, index):
+        def body(carry, rows):
+            state, sums, first_bad = carry
+            state, metrics = step(state, images[rows], labels[rows])
+            metrics = jnp.stack(metrics)
+            bad = (first_bad < 0) & ~jnp.isfinite(metrics[0])
+            return (state, sums + metrics, jnp.where(bad, state.step, first_bad)), metrics
+
+        (state, sums, first_bad), metrics = jax.lax.scan(body, (state, sums, first_bad), index)
+        return state, sums, first_bad, metrics[-1]
+
+    if not _splits(devices):
+        return steps
+    split_rows = NamedSharding(batch_sharding(devices).mesh, PartitionSpec(None, AXIS))
+    return bounded_queue(lambda state, sums, first_bad, images, labels, index: steps(
+        state, sums, first_bad, images, labels, jax.device_put(index, split_rows)))
+
+
+def place_data(data, devices):
+    """``(images, labels)`` of a ``DataSet`` on the device, or on each of ``devices``."""
+    arrays = (np.asarray(data.images), np.asarray(data.labels))
+    if not _splits(devices):
+        return jax.device_put(arrays, devices[0] if devices else None)
+    return jax.device_put(arrays, NamedSharding(batch_sharding(devices).mesh, PartitionSpec()))
+
+
+def epoch_batches(seed, epoch, num_examples, batch_size):
+    """The index arrays of one epoch's batches: ``num_examples // batch_size`` of them."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return [order[i * batch_size:(i + 1) * batch_size]
+            for i in range(num_examples // batch_size)]
+
+
+def train_epoch(steps, state, data, config, epoch, *, show_bar):
+    """One epoch of steps (``make_steps``, on ``data = place_data(...)``, ``STEPS_PER_CALL`` a
+    call); returns the new state and its (last-batch, epoch-mean) metrics.
+
+    Raises:
+      TrainingDiverged: a step's loss was NaN or infinite (checked once, at the end).
+    """
+    images, labels = data
+    index = np.stack(epoch_batches(config.seed, epoch, len(labels), config.batch_size))
+    sums, first_bad = jnp.zeros(2, jnp.float32), jnp.asarray(-1, jnp.int32)
+    with step_bar(len(index), f"epoch {epoch}", enabled=show_bar) as advance:
+        for start in range(0, len(index), STEPS_PER_CALL):
+            chunk = index[start:start + STEPS_PER_CALL]
+            state, sums, first_bad, last = steps(state, sums, first_bad, images, labels, chunk)
+            advance(len(chunk))
+    sums, first_bad, last = jax.device_get((sums, first_bad, last))  # the epoch's one sync
+    if first_bad >= 0 or not np.all(np.isfinite(sums)):
+        raise TrainingDiverged(epoch, int(first_bad))
+    means = sums / len(index)
+    return state, dict(train_loss=float(last[0]), train_acc=float(last[1]),
+                       train_loss_mean=float(means[0]), train_acc_mean=float(means[1]))
