@@ -1,6 +1,5 @@
 """Shared pieces of the benchmark scripts: timing, machine facts, rnnkit's train step."""
 
-import functools
 import json
 import os
 import platform
@@ -109,12 +108,11 @@ def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, clas
         logits = rnnkit_logits(params, x, bptt=bptt, unroll=unroll)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    grad_fn = jax.value_and_grad(loss_fn)
+    def grad_fn(params, x, y, key):  # key: data_parallel's signature; no randomness here
+        return jax.value_and_grad(loss_fn)(params, x, y)
+
     if devices is not None and len(devices) > 1:
-        grad_fn = rk.parallel.data_parallel(lambda p, x, y, key: jax.value_and_grad(loss_fn)(
-            p, x, y), devices)
-    else:
-        grad_fn = functools.partial(lambda fn, p, x, y, key: fn(p, x, y), grad_fn)
+        grad_fn = rk.parallel.data_parallel(grad_fn, devices)
 
     @jax.jit
     def step(params, opt_state, x, y):

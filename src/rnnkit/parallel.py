@@ -8,7 +8,8 @@ What a data-parallel step computes, for ``d`` devices and a batch of ``B`` examp
 
 Gradients of a batch-mean loss averaged over equal slices are the gradients of the whole batch,
 up to float rounding. It is JAX's own engine (``jax.shard_map`` over a ``Mesh``), so the same
-code splits a batch across the cores of a CPU, the GPUs of a machine, or several machines.
+code splits a batch across the cores of a CPU or the GPUs of a machine (several machines are
+JAX's multi-host setup, which rnnkit has not been run on).
 
 On a CPU, XLA keeps one device's computation mostly on one core: the small matmuls and the gate
 arithmetic of an RNN step use the other cores little. JAX shows one CPU device unless told
