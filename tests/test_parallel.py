@@ -35,10 +35,16 @@ def test_use_cpu_cores_rejects_a_count_that_is_not_a_positive_integer(count):
         use_cpu_cores(count)
 
 
-@pytest.mark.parametrize("batch_size, expected", [(150, 3), (8, 4), (7, 1), (10, 2), (1, 1)])
-def test_batch_devices_takes_the_most_that_divide_the_batch(batch_size, expected):
+@pytest.mark.parametrize("batch_size, min_examples, expected", [
+    (150, 1, 3), (8, 1, 4), (7, 1, 1), (10, 1, 2), (1, 1, 1),  # the most that divide the batch
+    (150, 16, 3), (100, 16, 4), (100, 30, 2), (32, 16, 2), (48, 16, 3), (10, 16, 1),
+])
+def test_batch_devices_takes_the_most_that_divide_the_batch(batch_size, min_examples, expected):
     devices = ["d0", "d1", "d2", "d3"]
-    assert batch_devices(batch_size, devices) == devices[:expected]
+    assert batch_devices(batch_size, devices, min_examples=min_examples) == devices[:expected]
+    if min_examples == 16:  # the default
+        assert batch_devices(batch_size, devices) == devices[:expected]
+    assert len(batch_devices(150, [f"d{i}" for i in range(64)])) == 6  # not 50 slivers of 3
 
 
 @pytest.mark.parametrize("cell, bptt", [("basic", "fused"), ("lstm", "fused"),
@@ -108,15 +114,16 @@ def test_evaluating_a_replicated_model_gives_the_single_device_numbers():
 
 
 def test_fit_splits_the_batch_by_default_and_records_the_count(tmp_path):
-    quiet_fit(TINY.replace(epochs=1, devices=0), tmp_path / "auto")
+    quiet_fit(TINY.replace(epochs=1, devices=2), tmp_path / "split")
     quiet_fit(TINY.replace(epochs=1, devices=1), tmp_path / "one")
-    assert json.loads((tmp_path / "auto" / "config.json").read_text())["devices"] == 2
-    assert json.loads((tmp_path / "one" / "config.json").read_text())["devices"] == 1
-    assert_same_metrics_up_to_rounding(tmp_path / "auto", tmp_path / "one",
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["devices"] == 2
+    assert_same_metrics_up_to_rounding(tmp_path / "split", tmp_path / "one",
                                        batch_size=TINY.batch_size)
-    odd = TINY.replace(epochs=1, batch_size=5, devices=0)  # 5 examples: one device
-    quiet_fit(odd, tmp_path / "odd")
-    assert json.loads((tmp_path / "odd" / "config.json").read_text())["devices"] == 1
+    data = tiny_datasets(num_train=100)
+    for batch_size, expected in ((50, 2), (10, 1)):  # 16 examples a device at the least
+        out = tmp_path / f"auto{batch_size}"
+        quiet_fit(TINY.replace(epochs=1, batch_size=batch_size, devices=0), out, datasets=data)
+        assert json.loads((out / "config.json").read_text())["devices"] == expected
 
 
 def test_a_run_may_resume_on_another_device_count(tmp_path):

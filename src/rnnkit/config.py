@@ -59,8 +59,8 @@ class TrainConfig:
                        "(cudnn), or cuDNN where it applies and else whichever measured faster "
                        "for the cell (auto)", choices=BPTT_MODES)
     devices: int = _field(0, "devices each batch is split across (data parallelism); 0: as many "
-                          "of JAX's devices as divide the batch evenly (rnnkit train gives JAX "
-                          "one CPU device per core)")
+                          "of JAX's devices as divide the batch evenly with at least 16 "
+                          "examples each (rnnkit train gives JAX one CPU device per core)")
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -18,7 +18,6 @@ data-parallel step keeps every core busy (``BENCHMARKS.md`` has the figures).
 """
 
 import collections
-import operator
 import os
 
 import jax
@@ -59,14 +58,20 @@ def use_cpu_cores(count=None):
     return count
 
 
-def batch_devices(batch_size, devices=None):
+# The fewest examples a device gets from the default split. 16 a device (the long-sequence LSTM,
+# batch 32, on 2 cores) was still 1.19x faster than one device (BENCHMARKS.md); smaller slices
+# were not measured, and on many cores a batch would otherwise be cut into slivers.
+MIN_EXAMPLES_PER_DEVICE = 16
+
+
+def batch_devices(batch_size, devices=None, *, min_examples=MIN_EXAMPLES_PER_DEVICE):
     """The devices a batch of ``batch_size`` examples is split across by default: the first
     ``d`` of ``devices`` (default: ``jax.devices()``), ``d`` the largest count that divides
-    ``batch_size`` evenly."""
+    ``batch_size`` evenly and leaves each device at least ``min_examples`` (else one device)."""
     devices = jax.devices() if devices is None else list(devices)
-    operator.index(batch_size)
-    count = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
-    return devices[:count]
+    counts = [d for d in range(2, len(devices) + 1)
+              if batch_size % d == 0 and batch_size // d >= min_examples]
+    return devices[:max(counts, default=1)]
 
 
 def batch_sharding(devices):
