@@ -15,7 +15,8 @@ Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--ce
 Frameworks: see peer_models.py. "rnnkit" is the default train step as ``rnnkit train`` runs it:
 the batch split across one JAX CPU device per core (``rnnkit.parallel``); "rnnkit-fused" and
 "rnnkit-autodiff" force a BPTT mode on the same devices; "rnnkit-1dev" is the default on one
-device; "keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke runs tiny shapes and 2 steps: it tests the script, not the speed.
+device; "keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke
+runs tiny shapes and 2 steps: it tests the script, not the speed.
 """
 
 import argparse

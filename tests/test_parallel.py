@@ -17,6 +17,7 @@ from rnnkit.evaluate import evaluate
 from rnnkit import parallel
 from rnnkit.parallel import batch_devices, bounded_queue, data_parallel, use_cpu_cores
 from rnnkit import steps as steps_module
+from rnnkit import train as train_module
 from rnnkit.steps import make_steps, place_data
 from rnnkit.train import init_state, make_optimizer, make_train_step
 from test_train import TINY, assert_same_metrics_up_to_rounding, quiet_fit, tiny_datasets
@@ -87,9 +88,17 @@ def test_steps_in_one_call_compute_the_steps_one_by_one(cell, devices):
 
 
 def test_fit_takes_the_same_steps_whatever_the_steps_per_call(monkeypatch, tmp_path):
-    quiet_fit(TINY.replace(epochs=1), tmp_path / "one_call")  # 6 steps an epoch: one call
-    monkeypatch.setattr(steps_module, "STEPS_PER_CALL", 4)  # calls of 4 and 2 steps
+    calls = []
+
+    def counted(*args, **kwargs):  # records the number of steps of each call
+        steps = make_steps(*args, **kwargs)
+        return lambda *a: calls.append(len(a[-1])) or steps(*a)
+
+    monkeypatch.setattr(train_module, "make_steps", counted)
+    quiet_fit(TINY.replace(epochs=1), tmp_path / "one_call")  # 6 steps an epoch
+    monkeypatch.setattr(steps_module, "STEPS_PER_CALL", 4)
     quiet_fit(TINY.replace(epochs=1), tmp_path / "two_calls")
+    assert calls == [6, 4, 2]
     assert_same_metrics_up_to_rounding(tmp_path / "one_call", tmp_path / "two_calls",
                                        batch_size=TINY.batch_size)
 
