@@ -1,7 +1,8 @@
 """What a train step costs besides its time: memory, compile time, FLOPs, the sequential floor.
 
-Run as a script, this file is the fresh child process of the peak-RSS measurement:
-``python benchmarks/peer_costs.py '{"framework": "torch", "shape": [B, T, I, H], ...}'``.
+Run as a script, this file is the fresh child process of the peak-RSS measurement
+(``python benchmarks/peer_costs.py '{"framework": "torch", "shape": [B, T, I, H], ...}'``) and
+of a compile-time measurement with a time limit (``'{"compile": "static", "cell": ...}'``).
 """
 
 import json
@@ -52,10 +53,15 @@ def peak_rss_kb():
 def rss_growth(framework, shape, *, mode, steps):
     """Peak-RSS growth (kB) of ``steps`` train steps (``mode="run"``), or of compiling the step
     only (``mode="compile"``, JAX), measured in a fresh Python process after the model is built."""
-    spec = json.dumps(dict(framework=framework, shape=list(shape), mode=mode, steps=steps))
-    proc = subprocess.run([sys.executable, __file__, spec], capture_output=True, text=True)
+    return _child(dict(framework=framework, shape=list(shape), mode=mode, steps=steps))
+
+
+def _child(spec, timeout=None):
+    """Run ``spec`` in a fresh ``python peer_costs.py`` process; its last line of output."""
+    proc = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True,
+                          text=True, timeout=timeout)
     if proc.returncode:
-        raise RuntimeError(f"memory child for {framework} failed:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark child {spec} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -88,6 +94,22 @@ def compile_seconds(kind, shape, *, loop):
     middle = time.perf_counter()
     lowered.compile()
     return middle - start, time.perf_counter() - middle
+
+
+def compile_seconds_limited(kind, shape, *, loop, limit_s):
+    """``compile_seconds`` in a fresh process, stopped after ``limit_s`` wall seconds (the
+    child's own start-up and its warm-up at T=2 included): ``None`` when it was stopped."""
+    spec = dict(compile=loop, cell=kind, shape=list(shape))
+    try:
+        return tuple(_child(spec, timeout=limit_s))
+    except subprocess.TimeoutExpired:  # subprocess.run has killed the child
+        return None
+
+
+def _compile_child(spec):
+    batch_size, _, input_size, units = spec["shape"]
+    compile_seconds(spec["cell"], (batch_size, 2, input_size, units), loop=spec["compile"])
+    return compile_seconds(spec["cell"], tuple(spec["shape"]), loop=spec["compile"])
 
 
 def matmul_gflops(size, timer):
@@ -144,4 +166,5 @@ def recurrent_floor_ms(kind, shape, timer, devices=None):
 
 if __name__ == "__main__":
     rk.use_cpu_cores()  # as in peers.py, before JAX's first computation
-    print(json.dumps(_rss_child(json.loads(sys.argv[1]))))
+    child_spec = json.loads(sys.argv[1])
+    print(json.dumps((_compile_child if "compile" in child_spec else _rss_child)(child_spec)))

@@ -2,7 +2,7 @@
 
 Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--cells basic,lstm,gru]
            [--frameworks rnnkit,rnnkit-fused,rnnkit-autodiff,rnnkit-1dev,torch,keras,flax]
-           [--skip-static-long]
+           [--skip-static-long | --static-limit SECONDS]
            [--smoke] [--json benchmarks/results/peers.json]
 
   a  train step on the book's workload (B=150, T=28, I=28, H=150), each cell: median ms
@@ -153,21 +153,35 @@ def per_step(rows, key):
     return rows
 
 
-def compile_times(sizes, kinds, skip_static_long):
+def compile_times(sizes, kinds, skip_static_long, static_limit_s):
+    """Section e. With ``static_limit_s``, static_rnn at the longest T is compiled in a fresh
+    process stopped after that many seconds; a stopped one is a row with ``stopped_after_s``."""
     batch_size, _, input_size, units = sizes.book
+    longest = max(sizes.compile_steps)
     rows = []
     for kind in kinds:
         # First use of a cell pays one-off tracing costs: pay them at a T that is not reported.
         peer_costs.compile_seconds(kind, (batch_size, 2, input_size, units), loop="dynamic")
         for loop in ("dynamic", "static"):
             for t in sizes.compile_steps:
-                if loop == "static" and skip_static_long and t == max(sizes.compile_steps):
+                limited = loop == "static" and t == longest
+                if limited and skip_static_long:
                     continue
                 shape = (batch_size, t, input_size, units)
-                lower_s, compile_s = peer_costs.compile_seconds(kind, shape, loop=loop)
-                rows.append(dict(cell=kind, loop=loop, T=t, lower_s=lower_s, compile_s=compile_s,
-                                 total_s=lower_s + compile_s))
-                print(f"  {kind:5s} {loop:8s} T={t:<5d} {lower_s + compile_s:8.2f} s", flush=True)
+                if limited and static_limit_s is not None:
+                    got = peer_costs.compile_seconds_limited(kind, shape, loop=loop,
+                                                             limit_s=static_limit_s)
+                else:
+                    got = peer_costs.compile_seconds(kind, shape, loop=loop)
+                row = dict(cell=kind, loop=loop, T=t, lower_s=None, compile_s=None, total_s=None)
+                if got is None:
+                    row["stopped_after_s"] = static_limit_s
+                    print(f"  {kind:5s} {loop:8s} T={t:<5d} stopped after {static_limit_s} s",
+                          flush=True)
+                else:
+                    row.update(lower_s=got[0], compile_s=got[1], total_s=sum(got))
+                    print(f"  {kind:5s} {loop:8s} T={t:<5d} {sum(got):8.2f} s", flush=True)
+                rows.append(row)
     return rows
 
 
@@ -249,7 +263,7 @@ def report_compile(rows, sizes):
     table("(e) compile time of jit(value_and_grad(book model)): lower() + compile()",
           [("cell", "cell", "s"), ("loop", "loop", "s"), ("T", "T", "d"),
            ("lower_s", "lower s", ".2f"), ("compile_s", "compile s", ".2f"),
-           ("total_s", "total s", ".2f")], rows)
+           ("total_s", "total s", ".2f"), ("stopped_after_s", "stopped after s", "d")], rows)
     for kind in dict.fromkeys(r["cell"] for r in rows):
         dyn = [r for r in rows if r["cell"] == kind and r["loop"] == "dynamic"]
         print(f"  {kind}: dynamic_rnn compile time T={dyn[-1]['T']} / T={dyn[0]['T']} = "
@@ -288,7 +302,8 @@ def run(args, sizes, path):
         "c": lambda: time_inference(sizes.book, sizes.infer_batch, kinds, frameworks,
                                     timer(sizes, sizes.steps)),
         "d": lambda: memory(sizes, [f for f in frameworks if f != "keras-tob"]),
-        "e": lambda: compile_times(sizes, kinds, args.skip_static_long),
+        "e": lambda: compile_times(sizes, kinds, args.skip_static_long,
+                                      args.static_limit),
         "f": lambda: flops(sizes, kinds, results),
     }
     for name in (s for s in "abcdef" if s in args.sections.split(",")):
@@ -316,12 +331,19 @@ def main(argv=None):
     parser.add_argument("--cells", default="basic,lstm,gru")
     parser.add_argument("--frameworks", default=",".join(DEFAULT_FRAMEWORKS),
                         help=f"comma-separated, from: {', '.join(BUILDERS)}")
-    parser.add_argument("--skip-static-long", action="store_true",
-                        help="(e): skip static_rnn at the longest T (slow to compile)")
+    static_long = parser.add_mutually_exclusive_group()
+    static_long.add_argument("--skip-static-long", action="store_true",
+                             help="(e): skip static_rnn at the longest T (slow to compile)")
+    static_long.add_argument("--static-limit", type=int, default=None, metavar="SECONDS",
+                             help="(e): compile static_rnn at the longest T in a fresh "
+                             "process and stop it after SECONDS (recorded as stopped)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, 2 steps: tests only")
     parser.add_argument("--json", default=None, help="default benchmarks/results/peers.json "
                         "(peers-smoke.json with --smoke)")
     args = parser.parse_args(argv)
+    if args.static_limit is not None and args.static_limit <= 0:
+        parser.error(f"--static-limit: expected a positive number of seconds, got "
+                     f"{args.static_limit}")
     rk.use_cpu_cores()  # as rnnkit train does: one CPU device per core, for the split step
     for flag, value, allowed in (("--sections", args.sections, REPORTS),
                                  ("--cells", args.cells, GATES),
