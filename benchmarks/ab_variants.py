@@ -1,7 +1,8 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           batch-split,matmul-dtype] [--rounds 15]
+           batch-split,all-reduce,bfloat16,matmul-dtype] [--cells basic,lstm,gru] [--devices 1]
+           [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
 traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
@@ -12,7 +13,14 @@ falls on them alike. The first variant of each experiment is the code as it is.
   sigmoid       sigmoid as 1 / (1 + exp(-x)), or as tanh(x / 2) / 2 + 1 / 2
   projection    x_t w_x + b inside the loop, or for all steps before it
   batch-split   one recurrence over the batch, or two independent ones over its halves
+  all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
+                array, or as one operand of the all-reduce per array
+  bfloat16      BasicRNN: every matmul in float32; the loops' matmuls in bfloat16 (float32
+                sums); those and the weight gradients' matmuls in bfloat16
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
+
+--cells replaces each experiment's own cells; --devices 2 times the step split across two CPU
+devices, as ``rnnkit train`` runs it on two cores.
 """
 
 import argparse
@@ -23,9 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnnkit as rk
 import rnnkit.bptt as bptt
+import rnnkit.parallel as parallel
 import rnnkit.unroll as unroll_module
-from common import book_batch, interleaved_median_ms, rnnkit_train_step
+from common import book_batch, interleaved_median_ms, place_batch, rnnkit_train_step
+from rnnkit.activations import ACTIVATIONS
 from rnnkit.cells import LSTMStateTuple, gate_blocks
 
 GATES = {"basic": 1, "lstm": 4, "gru": 3}
@@ -97,6 +108,27 @@ def halves_fused_rnn(cell, xs, state0, valid, *, unroll=1):
     return jnp.concatenate([out_a, out_b], axis=1), final
 
 
+def bf16_matmul(a, b):
+    """``a @ b`` with bfloat16 operands and float32 sums."""
+    return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                      preferred_element_type=jnp.float32)
+
+
+def bf16_basic_step(spec, params, xp_t, prev):
+    (w_h,) = params
+    return ACTIVATIONS[spec.option](xp_t[0] + bf16_matmul(prev, w_h)), None
+
+
+def bf16_basic_vjp(spec, params, saved_t, prev_t, new_t, d_h):
+    (w_h,) = params
+    d_z = d_h * bptt._DERIVATIVE_FROM_OUTPUT[spec.option](new_t)
+    return bf16_matmul(d_z, w_h.T), d_z, None
+
+
+def bf16_weight_grad(prevs, d_xp):
+    return bf16_matmul(bptt._rows(prevs).T, bptt._rows(d_xp))
+
+
 def tanh_sigmoid(x):
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
@@ -137,19 +169,35 @@ EXPERIMENTS = {
     "batch-split": ("basic,lstm,gru", {
         "one-loop": _as_is,
         "two-halves": lambda: patched(unroll_module, fused_rnn=halves_fused_rnn)}),
+    "bfloat16": ("basic", {
+        "float32": _as_is,
+        "bf16-loops": lambda: patched(bptt, _STEPS={**bptt._STEPS, "basic": bf16_basic_step},
+                                      _STEP_VJPS={**bptt._STEP_VJPS, "basic": bf16_basic_vjp}),
+        "bf16-loops-and-weights": lambda: patched(
+            bptt, _STEPS={**bptt._STEPS, "basic": bf16_basic_step},
+            _STEP_VJPS={**bptt._STEP_VJPS, "basic": bf16_basic_vjp},
+            _weight_grad=bf16_weight_grad)}),
+    "all-reduce": ("basic,lstm,gru", {
+        "one-array": _as_is,
+        "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean)}),
 }
+
+
+def per_array_pmean(tree):
+    return jax.lax.pmean(tree, parallel.AXIS)
 
 
 def _blocking(fn, *args):
     return jax.block_until_ready(fn(*args))
 
 
-def time_train_steps(kind, variants, rounds):
-    x, y = book_batch(150, 28, 28)
+def time_train_steps(kind, variants, rounds, devices):
+    x, y = place_batch(*book_batch(150, 28, 28), devices)
     runs = {}
     for name, patch in variants.items():
         with patch():
-            params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused")
+            params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused",
+                                                        devices=devices)
             jax.block_until_ready(step(params, opt_state, x, y))  # traced under the patch
         runs[name] = functools.partial(_blocking, step, params, opt_state, x, y)
     return interleaved_median_ms(runs, rounds=rounds)
@@ -174,9 +222,14 @@ def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments",
-                        default="join,gates,sigmoid,projection,batch-split,matmul-dtype")
+                        default="join,gates,sigmoid,projection,batch-split,bfloat16,matmul-dtype")
+    parser.add_argument("--cells", default=None, help="default: each experiment's own")
+    parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
+    if rk.use_cpu_cores(args.devices) != args.devices:
+        parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
+    devices = jax.devices()[:args.devices]
     for experiment in args.experiments.split(","):
         if experiment == "matmul-dtype":
             medians = time_matmul_dtypes(args.rounds)
@@ -184,8 +237,8 @@ def main():
                                                    medians.items()), flush=True)
             continue
         kinds, variants = EXPERIMENTS[experiment]
-        for kind in kinds.split(","):
-            medians = time_train_steps(kind, variants, args.rounds)
+        for kind in (args.cells or kinds).split(","):
+            medians = time_train_steps(kind, variants, args.rounds, devices)
             first = next(iter(medians.values()))
             print(f"{experiment:12s} {kind:5s} " + "  ".join(
                 f"{n} {ms:.2f} ms ({ms / first:.2f}x)" for n, ms in medians.items()),
