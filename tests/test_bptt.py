@@ -1,5 +1,7 @@
 """Explicit BPTT (``bptt="fused"``) equals autodiff of the scan, for every built-in cell."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 import rnnkit as rk
 from rnnkit.bptt import fusable
+from rnnkit.model import top_hidden
 
 T, B, I, H = 5, 4, 3, 6
 LENGTHS = np.array([5, 0, 2, 4], np.int32)
@@ -36,11 +39,15 @@ def _randomised(cell, dtype, seed=1):
     return jax.tree.unflatten(treedef, leaves)
 
 
-def _loss(cell, x, state0, lengths, bptt, time_major=False):
+def _loss(cell, x, state0, lengths, bptt, time_major=False, terms=("outputs", "state")):
+    """A loss of the outputs and of every part of the final state (``terms`` picks a part:
+    "top-h" is the final state as the book's classifier reads it, ``top_hidden``)."""
     outputs, state = rk.dynamic_rnn(cell, x, sequence_length=lengths, initial_state=state0,
                                     bptt=bptt, time_major=time_major)
-    state_term = sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state))
-    return jnp.sum(jnp.sin(outputs) * jnp.arange(outputs.shape[-1])) + state_term
+    parts = {"outputs": lambda: jnp.sum(jnp.sin(outputs) * jnp.arange(outputs.shape[-1])),
+             "state": lambda: sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state)),
+             "top-h": lambda: jnp.sum(jnp.cos(top_hidden(state)))}
+    return sum(parts[term]() for term in terms)
 
 
 def _problem(name, dtype):
@@ -51,10 +58,10 @@ def _problem(name, dtype):
     return cell, x, state0
 
 
-def _grads(name, dtype, lengths, bptt):
+def _grads(name, dtype, lengths, bptt, terms=("outputs", "state")):
     cell, x, state0 = _problem(name, dtype)
-    return jax.jit(jax.value_and_grad(_loss, argnums=(0, 1, 2)), static_argnums=(4,))(
-        cell, x, state0, lengths, bptt)
+    loss = functools.partial(_loss, bptt=bptt, terms=terms)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(cell, x, state0, lengths)
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
@@ -63,6 +70,18 @@ def test_fused_equals_autodiff_float64(name, lengths):
     with jax.enable_x64(True):
         fused = _grads(name, jnp.float64, lengths, "fused")
         auto = _grads(name, jnp.float64, lengths, "autodiff")
+        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("terms", [("outputs",), ("state",), ("top-h",)])
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_fused_equals_autodiff_on_part_of_the_result(name, terms):
+    """A loss of the outputs alone, or of the final state alone (sequence-to-vector): the
+    explicit BPTT then gets a symbolic zero for the part the loss does not read."""
+    with jax.enable_x64(True):
+        fused = _grads(name, jnp.float64, LENGTHS, "fused", terms)
+        auto = _grads(name, jnp.float64, LENGTHS, "autodiff", terms)
         for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
