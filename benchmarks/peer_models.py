@@ -27,6 +27,7 @@ class Peer(NamedTuple):
     train_step: Callable[[], float]  # forward + backward + Adam update; returns the loss
     forward: Callable[[], object]  # logits [B, 10] of the batch (inference)
     compile: Optional[Callable[[], object]] = None  # compile the train step only (JAX AOT)
+    steps_per_call: int = 1  # train steps one call of train_step takes
 
 
 def rnnkit_peer(kind, x, y, units, *, bptt="auto", split=True):
@@ -176,8 +177,55 @@ def flax_peer(kind, x, y, units):
                 lambda: predict(xj).block_until_ready())
 
 
+def rnnkit_fit_peer(kind, x, y, units):
+    """rnnkit's own training loop, as ``rnnkit.fit`` (``rnnkit train``) runs it: the library's
+    ``SequenceClassifier`` (the same model and parameters as ``rnnkit_peer``'s), its train step
+    split across the default devices, ``rnnkit.steps.STEPS_PER_CALL`` steps per jitted call
+    (``make_steps``), each step gathering its batch (a permutation of ``x``) from the data on the
+    devices. One call of ``train_step`` is that many steps (``steps_per_call``)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import rnnkit as rk
+    from rnnkit.model import SequenceClassifier, build_cell
+    from rnnkit.steps import STEPS_PER_CALL, TrainState, make_steps, place_data
+
+    k_cell, k_dense = jax.random.split(jax.random.key(0))
+    model = SequenceClassifier(build_cell(kind, x.shape[-1], units, key=k_cell),
+                               rk.Dense(units, CLASSES, key=k_dense))
+    optimizer = optax.adam(LR)
+    devices = rk.parallel.batch_devices(len(x))
+    steps = make_steps(optimizer, devices=devices)
+    data = place_data(_Data(x.reshape(len(x), -1), y), devices)
+    rng = np.random.default_rng(0)
+    index = np.stack([rng.permutation(len(x)) for _ in range(STEPS_PER_CALL)])  # [k, B]
+    state = [TrainState(model, optimizer.init(model), jax.random.key(0),
+                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))]
+    sums, first_bad = jnp.zeros(2), jnp.asarray(-1, jnp.int32)
+
+    def train_step():
+        state[0], _, _, (loss, _) = steps(state[0], sums, first_bad, *data, index)
+        return float(loss)
+
+    logits = jax.jit(lambda model, x: model(x))
+    x_one = jax.device_put(x, jax.devices()[0])
+
+    def forward():
+        return logits(jax.device_put(state[0].model, jax.devices()[0]), x_one).block_until_ready()
+
+    count = sum(leaf.size for leaf in jax.tree.leaves(model))
+    return Peer(count, train_step, forward, steps_per_call=STEPS_PER_CALL)
+
+
+class _Data(NamedTuple):
+    images: np.ndarray  # [N, T*I]
+    labels: np.ndarray  # [N]
+
+
 BUILDERS = {
     "rnnkit": rnnkit_peer,
+    "rnnkit-fit": rnnkit_fit_peer,
     "rnnkit-fused": functools.partial(rnnkit_peer, bptt="fused"),
     "rnnkit-autodiff": functools.partial(rnnkit_peer, bptt="autodiff"),
     "rnnkit-1dev": functools.partial(rnnkit_peer, split=False),
@@ -186,8 +234,8 @@ BUILDERS = {
     "keras-tob": functools.partial(keras_peer, step="train_on_batch"),
     "flax": flax_peer,
 }
-DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fused", "rnnkit-autodiff", "rnnkit-1dev", "torch", "keras",
-                      "flax")
+DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fit", "rnnkit-fused", "rnnkit-autodiff", "rnnkit-1dev",
+                      "torch", "keras", "flax")
 
 
 def rnnkit_params(kind, input_size, units):

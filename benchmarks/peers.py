@@ -1,7 +1,8 @@
 """rnnkit side by side with PyTorch, Keras 3 (TensorFlow) and Flax NNX, in one run.
 
 Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--cells basic,lstm,gru]
-           [--frameworks rnnkit,rnnkit-fused,rnnkit-autodiff,rnnkit-1dev,torch,keras,flax]
+           [--frameworks rnnkit,rnnkit-fit,rnnkit-fused,rnnkit-autodiff,rnnkit-1dev,torch,keras,
+                         flax]
            [--skip-static-long | --static-limit SECONDS]
            [--smoke] [--json benchmarks/results/peers.json]
 
@@ -12,10 +13,12 @@ Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--ce
      the peak-RSS growth of the step in a fresh process for every framework
   e  compile time of dynamic_rnn against static_rnn (jit of value_and_grad) at T=28, 100, 1000
   f  float32 matmul peak, matmul FLOPs per step, rnnkit's fraction of peak, sequential floor
-Frameworks: see peer_models.py. "rnnkit" is the default train step as ``rnnkit train`` runs it:
-the batch split across one JAX CPU device per core (``rnnkit.parallel``); "rnnkit-fused" and
-"rnnkit-autodiff" force a BPTT mode on the same devices; "rnnkit-1dev" is the default on one
-device; "keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke
+Frameworks: see peer_models.py. "rnnkit" is rnnkit's default train step, one jitted call a
+step, the batch split across one JAX CPU device per core (``rnnkit.parallel``) as ``rnnkit
+train`` splits it; "rnnkit-fit" is the training loop ``rnnkit train`` runs (``rnnkit.fit``): 32
+steps per jitted call, its time divided by 32 (not in d); "rnnkit-fused" and "rnnkit-autodiff"
+force a BPTT mode on the same devices as "rnnkit"; "rnnkit-1dev" is "rnnkit" on one device;
+"keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke
 runs tiny shapes and 2 steps: it tests the script, not the speed.
 """
 
@@ -103,8 +106,9 @@ def time_train(shape, kinds, frameworks, time_ms):
         peers = build_checked(frameworks, kind, x, y, units)
         medians = time_ms({name: peer.train_step for name, peer in peers.items()})
         for name, peer in peers.items():
-            rows.append(dict(cell=kind, framework=name, params=peer.params, ms=medians[name]))
-            print(f"  {kind:5s} {name:15s} {medians[name]:10.2f} ms", flush=True)
+            ms = medians[name] / peer.steps_per_call
+            rows.append(dict(cell=kind, framework=name, params=peer.params, ms=ms))
+            print(f"  {kind:5s} {name:15s} {ms:10.2f} ms", flush=True)
     return add_ratios(rows)
 
 
@@ -301,7 +305,8 @@ def run(args, sizes, path):
                                 timer(sizes, sizes.long_steps)),
         "c": lambda: time_inference(sizes.book, sizes.infer_batch, kinds, frameworks,
                                     timer(sizes, sizes.steps)),
-        "d": lambda: memory(sizes, [f for f in frameworks if f != "keras-tob"]),
+        "d": lambda: memory(sizes, [f for f in frameworks
+                                   if f not in ("keras-tob", "rnnkit-fit")]),
         "e": lambda: compile_times(sizes, kinds, args.skip_static_long,
                                       args.static_limit),
         "f": lambda: flops(sizes, kinds, results),
