@@ -114,9 +114,13 @@ def _mean_across_devices(tree):
     """``pmean`` of ``tree``'s arrays, sent as one flat array. XLA:CPU's all-reduce meets the
     other devices once per operand, tens of microseconds each: one array instead of the book
     model's six took about 0.4 ms (8%) off its split BasicRNN train step, up to 3% off LSTM and
-    GRU (``benchmarks/ab_variants.py --devices 2 --experiments all-reduce``)."""
+    GRU (``benchmarks/ab_variants.py --devices 2 --experiments all-reduce``).
+
+    The barrier keeps XLA from fusing the slices of the flat array into what follows (Adam's
+    update), which changed that update's float rounding: the means are the same bits as a
+    ``pmean`` per array, and so is every training run."""
     flat, unravel = ravel_pytree(tree)
-    return unravel(jax.lax.pmean(flat, AXIS))
+    return jax.lax.optimization_barrier(unravel(jax.lax.pmean(flat, AXIS)))
 
 
 def bounded_queue(step, depth=2):
