@@ -37,7 +37,7 @@ $(BENCH_STAMP): pyproject.toml
 bench-deps: $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BENCH_PY) benchmarks/peers.py
+	$(BENCH_PY) benchmarks/peers.py --static-limit 600
 
 bench-rules: $(STAMP)
 	$(PY) benchmarks/bptt_rules.py
