@@ -19,7 +19,7 @@ falls on them alike. The first variant of each experiment is the code as it is.
                 sums); those and the weight gradients' matmuls in bfloat16
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
 
---cells replaces each experiment's own cells; --devices 2 times the step split across two CPU
+--cells picks among each experiment's own cells; --devices 2 times the step split across two CPU
 devices, as ``rnnkit train`` runs it on two cores.
 """
 
@@ -129,6 +129,10 @@ def bf16_weight_grad(prevs, d_xp):
     return bf16_matmul(bptt._rows(prevs).T, bptt._rows(d_xp))
 
 
+def per_array_pmean(tree):
+    return jax.lax.pmean(tree, parallel.AXIS)
+
+
 def tanh_sigmoid(x):
     return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
@@ -162,7 +166,7 @@ EXPERIMENTS = {
     "sigmoid": ("lstm,gru", {
         "exp": _as_is,
         "tanh": lambda: patched(jax.nn, sigmoid=tanh_sigmoid)}),
-    "projection": ("lstm,gru", {
+    "projection": ("basic,lstm,gru", {
         "in-loop": _as_is,
         "before-loop": lambda: patched(bptt, _forward=forward(True),
                                        _STEPS=whole_projection_steps())}),
@@ -181,10 +185,6 @@ EXPERIMENTS = {
         "one-array": _as_is,
         "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean)}),
 }
-
-
-def per_array_pmean(tree):
-    return jax.lax.pmean(tree, parallel.AXIS)
 
 
 def _blocking(fn, *args):
@@ -227,8 +227,11 @@ def main():
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    if rk.use_cpu_cores(args.devices) != args.devices:
+    if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
+    if "all-reduce" in args.experiments.split(",") and args.devices < 2:
+        parser.error("--experiments all-reduce: needs --devices 2 or more (one device has no "
+                     "all-reduce)")
     devices = jax.devices()[:args.devices]
     for experiment in args.experiments.split(","):
         if experiment == "matmul-dtype":
@@ -237,7 +240,8 @@ def main():
                                                    medians.items()), flush=True)
             continue
         kinds, variants = EXPERIMENTS[experiment]
-        for kind in (args.cells or kinds).split(","):
+        own = kinds.split(",")  # an experiment's patches touch only its own cells
+        for kind in [k for k in (args.cells or kinds).split(",") if k in own]:
             medians = time_train_steps(kind, variants, args.rounds, devices)
             first = next(iter(medians.values()))
             print(f"{experiment:12s} {kind:5s} " + "  ".join(

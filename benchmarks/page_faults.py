@@ -1,12 +1,12 @@
 """Page faults and system time per train step: rnnkit one call per step against its training loop.
 
-Usage: .venv-bench/bin/python benchmarks/page_faults.py [--workload long] [--calls 3]
+Usage: .venv-bench/bin/python benchmarks/page_faults.py [--workload long] [--calls 10]
 
 Runs the "rnnkit" and "rnnkit-fit" peers of ``peers.py`` (``peer_models.py``) on the book's
 workload (B=150, T=28, I=28, H=150) or the long one (B=32, T=1000, I=32, H=128), LSTM, and
 prints per train step: wall ms, minor page faults and the process's user and system CPU ms
-(``getrusage``). XLA gives each call of a compiled step fresh buffers for its temporaries; the
-training loop's call takes 32 steps in the same buffers.
+(``getrusage``). The fault counts match fresh memory for the step's temporaries in every call
+of a compiled step; the training loop's call takes 32 steps in one call's buffers.
 """
 
 import argparse
@@ -34,7 +34,7 @@ def per_step(peer, calls):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="long", choices=WORKLOADS)
-    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args()
     rk.use_cpu_cores()  # as peers.py and rnnkit train do
     batch_size, num_steps, input_size, units = WORKLOADS[args.workload]

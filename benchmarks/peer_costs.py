@@ -79,6 +79,37 @@ def _rss_child(spec):
     return dict(spec, growth_kb=hwm1 - hwm0, hwm_kb=[hwm0, hwm1], ru_maxrss_kb=[max0, max1])
 
 
+def compile_times(sizes, kinds, skip_static_long, static_limit_s):
+    """Section e. With ``static_limit_s``, static_rnn at the longest T is compiled in a fresh
+    process stopped after that many seconds; a stopped one is a row with ``stopped_after_s``."""
+    batch_size, _, input_size, units = sizes.book
+    longest = max(sizes.compile_steps)
+    rows = []
+    for kind in kinds:
+        # First use of a cell pays one-off tracing costs: pay them at a T that is not reported.
+        compile_seconds(kind, (batch_size, 2, input_size, units), loop="dynamic")
+        for loop in ("dynamic", "static"):
+            for t in sizes.compile_steps:
+                limited = loop == "static" and t == longest
+                if limited and skip_static_long:
+                    continue
+                shape = (batch_size, t, input_size, units)
+                if limited and static_limit_s is not None:
+                    got = compile_seconds_limited(kind, shape, loop=loop, limit_s=static_limit_s)
+                else:
+                    got = compile_seconds(kind, shape, loop=loop)
+                row = dict(cell=kind, loop=loop, T=t, lower_s=None, compile_s=None, total_s=None)
+                if got is None:
+                    row["stopped_after_s"] = static_limit_s
+                    print(f"  {kind:5s} {loop:8s} T={t:<5d} stopped after {static_limit_s} s",
+                          flush=True)
+                else:
+                    row.update(lower_s=got[0], compile_s=got[1], total_s=sum(got))
+                    print(f"  {kind:5s} {loop:8s} T={t:<5d} {sum(got):8.2f} s", flush=True)
+                rows.append(row)
+    return rows
+
+
 def compile_seconds(kind, shape, *, loop):
     """Wall seconds of ``jax.jit(value_and_grad(loss)).lower(...)`` and of ``.compile()``."""
     batch_size, num_steps, input_size, units = shape
@@ -107,6 +138,7 @@ def compile_seconds_limited(kind, shape, *, loop, limit_s):
 
 
 def _compile_child(spec):
+    """Compile at T=2 first (one-off tracing costs), then time the compile at the full shape."""
     batch_size, _, input_size, units = spec["shape"]
     compile_seconds(spec["cell"], (batch_size, 2, input_size, units), loop=spec["compile"])
     return compile_seconds(spec["cell"], tuple(spec["shape"]), loop=spec["compile"])

@@ -157,38 +157,6 @@ def per_step(rows, key):
     return rows
 
 
-def compile_times(sizes, kinds, skip_static_long, static_limit_s):
-    """Section e. With ``static_limit_s``, static_rnn at the longest T is compiled in a fresh
-    process stopped after that many seconds; a stopped one is a row with ``stopped_after_s``."""
-    batch_size, _, input_size, units = sizes.book
-    longest = max(sizes.compile_steps)
-    rows = []
-    for kind in kinds:
-        # First use of a cell pays one-off tracing costs: pay them at a T that is not reported.
-        peer_costs.compile_seconds(kind, (batch_size, 2, input_size, units), loop="dynamic")
-        for loop in ("dynamic", "static"):
-            for t in sizes.compile_steps:
-                limited = loop == "static" and t == longest
-                if limited and skip_static_long:
-                    continue
-                shape = (batch_size, t, input_size, units)
-                if limited and static_limit_s is not None:
-                    got = peer_costs.compile_seconds_limited(kind, shape, loop=loop,
-                                                             limit_s=static_limit_s)
-                else:
-                    got = peer_costs.compile_seconds(kind, shape, loop=loop)
-                row = dict(cell=kind, loop=loop, T=t, lower_s=None, compile_s=None, total_s=None)
-                if got is None:
-                    row["stopped_after_s"] = static_limit_s
-                    print(f"  {kind:5s} {loop:8s} T={t:<5d} stopped after {static_limit_s} s",
-                          flush=True)
-                else:
-                    row.update(lower_s=got[0], compile_s=got[1], total_s=sum(got))
-                    print(f"  {kind:5s} {loop:8s} T={t:<5d} {sum(got):8.2f} s", flush=True)
-                rows.append(row)
-    return rows
-
-
 def flops(sizes, kinds, sections):
     """Section f: the matmul peak, and per workload FLOPs, fraction of peak and the floor."""
     peak = peer_costs.matmul_gflops(sizes.matmul, timer_one(sizes, sizes.steps))
@@ -307,8 +275,8 @@ def run(args, sizes, path):
                                     timer(sizes, sizes.steps)),
         "d": lambda: memory(sizes, [f for f in frameworks
                                    if f not in ("keras-tob", "rnnkit-fit")]),
-        "e": lambda: compile_times(sizes, kinds, args.skip_static_long,
-                                      args.static_limit),
+        "e": lambda: peer_costs.compile_times(sizes, kinds, args.skip_static_long,
+                                                 args.static_limit),
         "f": lambda: flops(sizes, kinds, results),
     }
     for name in (s for s in "abcdef" if s in args.sections.split(",")):

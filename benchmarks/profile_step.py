@@ -44,7 +44,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--devices", type=int, default=1)
     args = parser.parse_args(argv)
-    rk.use_cpu_cores(max(args.devices, 1))
+    if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
+        parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
     devices = jax.devices()[:args.devices]
     x, y = place_batch(*book_batch(150, 28, 28), devices)
     params, opt_state, step = rnnkit_train_step(args.cell, 28, 150, devices=devices)

@@ -64,26 +64,26 @@ def _grads(name, dtype, lengths, bptt, terms=("outputs", "state")):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(cell, x, state0, lengths)
 
 
+def _assert_fused_equals_autodiff_float64(name, lengths, terms=("outputs", "state")):
+    with jax.enable_x64(True):
+        fused = _grads(name, jnp.float64, lengths, "fused", terms)
+        auto = _grads(name, jnp.float64, lengths, "autodiff", terms)
+        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_fused_equals_autodiff_float64(name, lengths):
-    with jax.enable_x64(True):
-        fused = _grads(name, jnp.float64, lengths, "fused")
-        auto = _grads(name, jnp.float64, lengths, "autodiff")
-        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    _assert_fused_equals_autodiff_float64(name, lengths)
 
 
 @pytest.mark.parametrize("terms", [("outputs",), ("state",), ("top-h",)])
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_fused_equals_autodiff_on_part_of_the_result(name, terms):
     """A loss of the outputs alone, or of the final state alone (sequence-to-vector): the
-    explicit BPTT then gets a symbolic zero for the part the loss does not read."""
-    with jax.enable_x64(True):
-        fused = _grads(name, jnp.float64, LENGTHS, "fused", terms)
-        auto = _grads(name, jnp.float64, LENGTHS, "autodiff", terms)
-        for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    explicit BPTT then gets a zero gradient for the part the loss does not read."""
+    _assert_fused_equals_autodiff_float64(name, LENGTHS, terms)
 
 
 @pytest.mark.parametrize("name", ["lstm-peepholes", "gru-reset-after", "multi"])

@@ -111,14 +111,13 @@ def data_parallel(fn, devices):
 
 
 def _mean_across_devices(tree):
-    """``pmean`` of ``tree``'s arrays, sent as one flat array. XLA:CPU's all-reduce meets the
-    other devices once per operand, tens of microseconds each: one array instead of the book
-    model's six took about 0.4 ms (8%) off its split BasicRNN train step, up to 3% off LSTM and
-    GRU (``benchmarks/ab_variants.py --devices 2 --experiments all-reduce``).
-
-    The barrier keeps XLA from fusing the slices of the flat array into what follows (Adam's
-    update), which changed that update's float rounding: the means are the same bits as a
-    ``pmean`` per array, and so is every training run."""
+    """``pmean`` of ``tree``'s arrays (of one float dtype), sent as one flat array: the same
+    bits as a ``pmean`` per array, with one all-reduce operand instead of one per array."""
+    # XLA:CPU's all-reduce meets the other devices once per operand, tens of microseconds
+    # each: one array took about 0.4 ms (8%) off the book's split BasicRNN train step
+    # (benchmarks/ab_variants.py --devices 2 --experiments all-reduce). The barrier keeps XLA
+    # from fusing the flat array's slices into Adam's update, which changed its float rounding
+    # (tests/test_parallel.py checks the bits).
     flat, unravel = ravel_pytree(tree)
     return jax.lax.optimization_barrier(unravel(jax.lax.pmean(flat, AXIS)))
 
