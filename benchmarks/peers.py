@@ -276,7 +276,7 @@ def run(args, sizes, path):
         "d": lambda: memory(sizes, [f for f in frameworks
                                    if f not in ("keras-tob", "rnnkit-fit")]),
         "e": lambda: peer_costs.compile_times(sizes, kinds, args.skip_static_long,
-                                                 args.static_limit),
+                                              args.static_limit),
         "f": lambda: flops(sizes, kinds, results),
     }
     for name in (s for s in "abcdef" if s in args.sections.split(",")):
