@@ -1,8 +1,8 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           batch-split,all-reduce,bfloat16,matmul-dtype] [--cells basic,lstm,gru] [--devices 1]
-           [--rounds 15]
+           batch-split,saved-states,all-reduce,bfloat16,matmul-dtype] [--cells basic,lstm,gru]
+           [--devices 1] [--loop] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
 traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
@@ -13,14 +13,20 @@ falls on them alike. The first variant of each experiment is the code as it is.
   sigmoid       sigmoid as 1 / (1 + exp(-x)), or as tanh(x / 2) / 2 + 1 / 2
   projection    x_t w_x + b inside the loop, or for all steps before it
   batch-split   one recurrence over the batch, or two independent ones over its halves
+  saved-states  the forward loop saves each step's new state (the weight gradients read a
+                shifted copy of them, the previous states), or its previous state (read as
+                they are; the backward loop reads each new state from the step after)
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
-                array, or as one operand of the all-reduce per array
+                array, or as one operand of the all-reduce per array, or gathered from every
+                device (all-gather) and summed on each
   bfloat16      BasicRNN: every matmul in float32; the loops' matmuls in bfloat16 (float32
                 sums); those and the weight gradients' matmuls in bfloat16
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
 
 --cells picks among each experiment's own cells; --devices 2 times the step split across two CPU
-devices, as ``rnnkit train`` runs it on two cores.
+devices, as ``rnnkit train`` runs it on two cores; --loop times rnnkit's training loop
+(``rnnkit.steps.make_steps``, 32 steps a call, as ``rnnkit train`` and ``peers.py``'s
+"rnnkit-fit" run it; the time of a step is the call's divided by 32) instead of one call a step.
 """
 
 import argparse
@@ -30,12 +36,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import rnnkit as rk
 import rnnkit.bptt as bptt
 import rnnkit.parallel as parallel
 import rnnkit.unroll as unroll_module
 from common import book_batch, interleaved_median_ms, place_batch, rnnkit_train_step
+from peer_models import rnnkit_fit_peer
 from rnnkit.activations import ACTIVATIONS
 from rnnkit.cells import LSTMStateTuple, gate_blocks
 
@@ -63,7 +71,7 @@ def forward(hoist):
 
         def body(prev, x_t):
             new, saved = step(spec, params, x_t if hoist else x_t @ w_x + b, prev)
-            return new, ((new, saved) if save else bptt._hidden(spec, new))
+            return new, ((prev, saved) if save else bptt._hidden(spec, new))
 
         return jax.lax.scan(body, state0, inputs, unroll=unroll)
     return run
@@ -108,6 +116,68 @@ def halves_fused_rnn(cell, xs, state0, valid, *, unroll=1):
     return jnp.concatenate([out_a, out_b], axis=1), final
 
 
+def _previous_states_fwd(spec, unroll, projection, params, xs, state0, valid):
+    """``bptt._recurrence_fwd`` saving each step's previous state instead of its new one."""
+    step, (w_x, b) = bptt._STEPS[spec.kind], projection
+
+    def body(prev, inputs):
+        x_t, valid_t = inputs
+        new, saved = step(spec, params, gate_blocks(x_t @ w_x + b, GATES[spec.kind]), prev)
+        if valid_t is not None:
+            new = bptt.select(valid_t, new, prev)
+        return new, (prev, saved)
+
+    final, (prevs, saved) = jax.lax.scan(body, state0, (xs, valid), unroll=unroll)
+    outputs = bptt._hidden(spec, _shift_in(prevs, final))  # only when the caller reads them
+    if valid is not None:
+        outputs = jnp.where(valid[..., None], outputs, jnp.zeros_like(outputs))
+    return (outputs, final), (projection, params, xs, final, prevs, saved, valid)
+
+
+def _shift_in(prevs, final):
+    """The states after each step: ``prevs[1:]`` followed by ``final``."""
+    return jax.tree.map(lambda p, f: jnp.concatenate([p[1:], f[None]]), prevs, final)
+
+
+def _previous_states_bwd(spec, unroll, residuals, cotangents):
+    """The backward pass on the previous states, which the weight gradients read as they are;
+    each step's new state is read from the step after it (no shifted copy)."""
+    projection, params, xs, final, prevs, saved, valid = residuals
+    d_outputs, d_final = cotangents
+    last = xs.shape[0] - 1
+
+    def body(d_state, inputs):
+        t, d_out_t, prev_t, saved_t, valid_t = inputs
+        new_t = jax.tree.map(
+            lambda p, f: jnp.where(t == last, f, p[jnp.minimum(t + 1, last)]), prevs, final)
+        d_new = bptt._add_to_h(spec, d_state, d_out_t)
+        if valid_t is not None:
+            d_pass = bptt.select(valid_t, jax.tree.map(jnp.zeros_like, d_state), d_state)
+            d_new = bptt.zero_where_invalid(valid_t, d_new)
+        d_prev, d_xp_t, extra_t = bptt._STEP_VJPS[spec.kind](spec, params, saved_t, prev_t,
+                                                             new_t, d_new)
+        if valid_t is not None:
+            d_prev = jax.tree.map(jnp.add, d_prev, d_pass)
+        return d_prev, (d_xp_t, extra_t)
+
+    scanned = (jnp.arange(last + 1), d_outputs, prevs, saved, valid)
+    d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
+    states = _shift_in(prevs, final) if spec.kind == "lstm" else None  # peepholes' sums only
+    d_params = bptt._PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
+    return (bptt._projection_grads(xs, d_xp), d_params, bptt._input_grad(projection, d_xp),
+            d_state0, None)
+
+
+def previous_states_recurrence():
+    """``bptt._recurrence`` saving the previous states (a variant tried, not kept)."""
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+    def recurrence(spec, unroll, projection, params, xs, state0, valid):
+        return bptt._recurrence.fun(spec, unroll, projection, params, xs, state0, valid)
+
+    recurrence.defvjp(_previous_states_fwd, _previous_states_bwd)
+    return recurrence
+
+
 def bf16_matmul(a, b):
     """``a @ b`` with bfloat16 operands and float32 sums."""
     return jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
@@ -131,6 +201,12 @@ def bf16_weight_grad(prevs, d_xp):
 
 def per_array_pmean(tree):
     return jax.lax.pmean(tree, parallel.AXIS)
+
+
+def gathered_mean(tree):
+    flat, unravel = ravel_pytree(tree)
+    every = jax.lax.all_gather(flat, parallel.AXIS)  # [devices, N]
+    return jax.lax.optimization_barrier(unravel(jnp.mean(every, axis=0)))
 
 
 def tanh_sigmoid(x):
@@ -181,9 +257,13 @@ EXPERIMENTS = {
             bptt, _STEPS={**bptt._STEPS, "basic": bf16_basic_step},
             _STEP_VJPS={**bptt._STEP_VJPS, "basic": bf16_basic_vjp},
             _weight_grad=bf16_weight_grad)}),
+    "saved-states": ("basic,lstm,gru", {
+        "new": _as_is,
+        "previous": lambda: patched(bptt, _recurrence=previous_states_recurrence())}),
     "all-reduce": ("basic,lstm,gru", {
         "one-array": _as_is,
-        "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean)}),
+        "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean),
+        "all-gather": lambda: patched(parallel, _mean_across_devices=gathered_mean)}),
 }
 
 
@@ -191,16 +271,25 @@ def _blocking(fn, *args):
     return jax.block_until_ready(fn(*args))
 
 
-def time_train_steps(kind, variants, rounds, devices):
-    x, y = place_batch(*book_batch(150, 28, 28), devices)
-    runs = {}
+def time_train_steps(kind, variants, rounds, devices, loop=False):
+    """Median ms per train step of each variant: one call a step, or (``loop``) rnnkit's
+    training loop, ``STEPS_PER_CALL`` steps a call."""
+    x, y = book_batch(150, 28, 28)
+    runs, per_call = {}, 1
     for name, patch in variants.items():
         with patch():
+            if loop:
+                peer = rnnkit_fit_peer(kind, np.asarray(x), np.asarray(y), 150, devices=devices)
+                peer.train_step()  # traced under the patch
+                runs[name], per_call = peer.train_step, peer.steps_per_call
+                continue
             params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused",
                                                         devices=devices)
-            jax.block_until_ready(step(params, opt_state, x, y))  # traced under the patch
-        runs[name] = functools.partial(_blocking, step, params, opt_state, x, y)
-    return interleaved_median_ms(runs, rounds=rounds)
+            placed = place_batch(x, y, devices)
+            jax.block_until_ready(step(params, opt_state, *placed))  # traced under the patch
+        runs[name] = functools.partial(_blocking, step, params, opt_state, *placed)
+    medians = interleaved_median_ms(runs, rounds=rounds, steps=2 if loop else 6)
+    return {name: ms / per_call for name, ms in medians.items()}
 
 
 def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
@@ -222,9 +311,12 @@ def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments",
-                        default="join,gates,sigmoid,projection,batch-split,bfloat16,matmul-dtype")
+                        default="join,gates,sigmoid,projection,batch-split,saved-states,bfloat16,"
+                                "matmul-dtype")
     parser.add_argument("--cells", default=None, help="default: each experiment's own")
     parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--loop", action="store_true",
+                        help="time rnnkit's training loop (make_steps), not one call a step")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
@@ -242,7 +334,7 @@ def main():
         kinds, variants = EXPERIMENTS[experiment]
         own = kinds.split(",")  # an experiment's patches touch only its own cells
         for kind in [k for k in (args.cells or kinds).split(",") if k in own]:
-            medians = time_train_steps(kind, variants, args.rounds, devices)
+            medians = time_train_steps(kind, variants, args.rounds, devices, args.loop)
             first = next(iter(medians.values()))
             print(f"{experiment:12s} {kind:5s} " + "  ".join(
                 f"{n} {ms:.2f} ms ({ms / first:.2f}x)" for n, ms in medians.items()),

@@ -177,7 +177,7 @@ def flax_peer(kind, x, y, units):
                 lambda: predict(xj).block_until_ready())
 
 
-def rnnkit_fit_peer(kind, x, y, units):
+def rnnkit_fit_peer(kind, x, y, units, *, devices=None):
     """rnnkit's own training loop, as ``rnnkit.fit`` (``rnnkit train``) runs it: the library's
     ``SequenceClassifier`` (the same model and parameters as ``rnnkit_peer``'s), its train step
     split across the default devices, ``rnnkit.steps.STEPS_PER_CALL`` steps per jitted call
@@ -195,7 +195,7 @@ def rnnkit_fit_peer(kind, x, y, units):
     model = SequenceClassifier(build_cell(kind, x.shape[-1], units, key=k_cell),
                                rk.Dense(units, CLASSES, key=k_dense))
     optimizer = optax.adam(LR)
-    devices = rk.parallel.batch_devices(len(x))
+    devices = rk.parallel.batch_devices(len(x), devices)
     steps = make_steps(optimizer, devices=devices)
     data = place_data(_Data(x.reshape(len(x), -1), y), devices)
     rng = np.random.default_rng(0)

@@ -1,12 +1,17 @@
 """Where one rnnkit train step spends its time: a jax.profiler trace, summed per kernel.
 
 Usage: .venv/bin/python benchmarks/profile_step.py [--cell lstm] [--steps 5] [--devices 1]
+           [--loop]
 
 Runs the book's workload (B=150, T=28, I=28, H=150) train step (``common.rnnkit_train_step``,
 default loop), traces ``--steps`` calls, and prints the time per step of the kernels that run
 inside the time loops (28 calls or more per step, per device) and of those that run once, with
 the largest. ``--devices 2`` profiles the step split across two CPU devices (``rnnkit train``'s
-default on two cores); kernel times are then those of all devices summed.
+default on two cores); kernel times are then those of all devices summed, and the time the
+devices spent in the all-reduce waiting for each other is printed on its own line (it is part
+of the all-reduce's kernel time). ``--loop`` profiles rnnkit's training loop instead (what
+``rnnkit train`` runs: ``rnnkit.steps.make_steps``, ``STEPS_PER_CALL`` steps a call, as
+``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps`` calls of it.
 """
 
 import argparse
@@ -17,11 +22,17 @@ import json
 import tempfile
 
 import jax
+import numpy as np
 
 import rnnkit as rk
 from common import book_batch, place_batch, rnnkit_train_step
+from peer_models import rnnkit_fit_peer
 
-SKIP = ("$", "Thunk", "Pjit", "PjRt", "Python", "Threadpool", "SlinkyThreadPool", "while")
+# Events that are not kernels: the host's Python and dispatch, the runtime's loops and waits.
+SKIP = ("$", "Thunk", "Pjit", "PjRt", "Python", "Threadpool", "SlinkyThreadPool", "while",
+        "CommonPjRt", "AllocateOutput", "Wait", "end:", "InvokeRendezvous")
+# The all-reduce's wait for the other devices: inside the all-reduce's own event.
+WAIT = "Rendezvous"
 
 
 def kernel_times(trace_dir, steps):
@@ -43,28 +54,56 @@ def main(argv=None):
     parser.add_argument("--cell", default="lstm", choices=("basic", "lstm", "gru"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--loop", action="store_true",
+                        help="profile rnnkit's training loop (make_steps), --steps calls of it")
     args = parser.parse_args(argv)
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
+    if args.steps < 1:
+        parser.error(f"--steps: expected a positive number of calls, got {args.steps}")
     devices = jax.devices()[:args.devices]
-    x, y = place_batch(*book_batch(150, 28, 28), devices)
-    params, opt_state, step = rnnkit_train_step(args.cell, 28, 150, devices=devices)
+    call, steps_per_call = (_training_loop if args.loop else _one_step)(args.cell, devices)
     for _ in range(3):  # compile and warm up outside the trace
-        params, opt_state, loss = step(params, opt_state, x, y)
-    loss.block_until_ready()
+        call()
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(args.steps):
-                params, opt_state, loss = step(params, opt_state, x, y)
-                loss.block_until_ready()
-        times = kernel_times(trace_dir, args.steps)
+                call()
+        times = kernel_times(trace_dir, args.steps * steps_per_call)
+    wait = times.pop(WAIT, (0.0, 0))[0]
     per_device = 28 * len(devices)
     in_loop = sum(ms for ms, n in times.values() if n >= per_device)
     once = sum(ms for ms, n in times.values() if n < per_device)
-    print(f"{args.cell}, {len(devices)} device(s): kernels in the time loops {in_loop:.2f} "
-          f"ms/step, the others {once:.2f} ms/step (kernels of all threads summed)")
+    what = "training loop" if args.loop else "one call a step"
+    print(f"{args.cell}, {len(devices)} device(s), {what}: kernels in the time loops "
+          f"{in_loop:.2f} ms/step, the others {once:.2f} ms/step (kernels of all threads "
+          f"summed)")
+    if len(devices) > 1:
+        print(f"  of the all-reduce, waiting for the other devices: {wait:.2f} ms/step "
+              f"(all devices summed)")
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
+
+
+def _one_step(cell, devices):
+    """``(call, 1)``: one train step a call (``common.rnnkit_train_step``), waited for."""
+    x, y = place_batch(*book_batch(150, 28, 28), devices)
+    params, opt_state, step = rnnkit_train_step(cell, 28, 150, devices=devices)
+    state = [params, opt_state]
+
+    def call():
+        state[0], state[1], loss = step(*state, x, y)
+        loss.block_until_ready()
+
+    return call, 1
+
+
+def _training_loop(cell, devices):
+    """``(call, steps a call)``: rnnkit's training loop on the batch, split across ``devices``
+    as ``rnnkit train`` splits it (the default devices for the batch, at most ``devices``)."""
+    x, y = book_batch(150, 28, 28)
+    peer = rnnkit_fit_peer(cell, np.asarray(x), np.asarray(y), 150, devices=devices)
+    return peer.train_step, peer.steps_per_call
 
 
 if __name__ == "__main__":
