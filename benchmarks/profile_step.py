@@ -35,18 +35,32 @@ SKIP = ("$", "Thunk", "Pjit", "PjRt", "Python", "Threadpool", "SlinkyThreadPool"
 WAIT = "Rendezvous"
 
 
-def kernel_times(trace_dir, steps):
-    """{kernel name: (ms per step, calls per step)} from the trace's perfetto file."""
+def _events(trace_dir):
+    """The complete ("X") events of the trace's perfetto file."""
     path = glob.glob(f"{trace_dir}/plugins/profile/*/perfetto_trace.json.gz")[0]
     with gzip.open(path) as f:
         data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
+    return [e for e in events if e.get("ph") == "X"]
+
+
+def kernel_times(events, steps):
+    """{kernel name: (ms per step, calls per step)}."""
     total, calls = collections.Counter(), collections.Counter()
     for e in events:
-        if e.get("ph") == "X" and not e["name"].startswith(SKIP):
+        if not e["name"].startswith(SKIP):
             total[e["name"]] += e.get("dur", 0)
             calls[e["name"]] += 1
     return {n: (total[n] / steps / 1e3, calls[n] // steps) for n in total}
+
+
+def waits_per_thread(events):
+    """The all-reduce's waits (us) of each thread that waited: one list per device thread."""
+    waits = collections.defaultdict(list)
+    for e in events:
+        if e["name"] == WAIT:
+            waits[(e["pid"], e["tid"])].append(e.get("dur", 0))
+    return list(waits.values())
 
 
 def main(argv=None):
@@ -69,7 +83,8 @@ def main(argv=None):
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(args.steps):
                 call()
-        times = kernel_times(trace_dir, args.steps * steps_per_call)
+        events = _events(trace_dir)
+    times = kernel_times(events, args.steps * steps_per_call)
     wait = times.pop(WAIT, (0.0, 0))[0]
     per_device = 28 * len(devices)
     in_loop = sum(ms for ms, n in times.values() if n >= per_device)
@@ -80,7 +95,11 @@ def main(argv=None):
           f"summed)")
     if len(devices) > 1:
         print(f"  of the all-reduce, waiting for the other devices: {wait:.2f} ms/step "
-              f"(all devices summed)")
+              f"(all devices summed); per device thread, the waits' median / 90th "
+              f"percentile / largest:")
+        for waits in waits_per_thread(events):
+            median, p90, top = np.percentile(waits, [50, 90, 100])
+            print(f"    {len(waits)} waits: {median:.0f} / {p90:.0f} / {top:.0f} us")
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
 
