@@ -71,7 +71,7 @@ def forward(hoist):
 
         def body(prev, x_t):
             new, saved = step(spec, params, x_t if hoist else x_t @ w_x + b, prev)
-            return new, ((prev, saved) if save else bptt._hidden(spec, new))
+            return new, ((new, saved) if save else bptt._hidden(spec, new))
 
         return jax.lax.scan(body, state0, inputs, unroll=unroll)
     return run
@@ -204,6 +204,7 @@ def per_array_pmean(tree):
 
 
 def gathered_mean(tree):
+    """The mean of ``tree`` over the devices from an all-gather of its flat array."""
     flat, unravel = ravel_pytree(tree)
     every = jax.lax.all_gather(flat, parallel.AXIS)  # [devices, N]
     return jax.lax.optimization_barrier(unravel(jnp.mean(every, axis=0)))
