@@ -114,8 +114,9 @@ def _mean_across_devices(tree):
     """``pmean`` of ``tree``'s arrays (of one float dtype), sent as one flat array: the same
     bits as a ``pmean`` per array, with one all-reduce operand instead of one per array."""
     # XLA:CPU's all-reduce meets the other devices once per operand, tens of microseconds
-    # each: one array took about 0.4 ms (8%) off the book's split BasicRNN train step
-    # (benchmarks/ab_variants.py --devices 2 --experiments all-reduce). The barrier keeps XLA
+    # each: one array took about 0.4 ms (8%) off the book's split BasicRNN train step called
+    # once per step (benchmarks/ab_variants.py --devices 2 --experiments all-reduce); in fit's
+    # training loop (the same with --loop) the two measured the same. The barrier keeps XLA
     # from fusing the flat array's slices into Adam's update, which changed its float rounding
     # (tests/test_parallel.py checks the bits).
     flat, unravel = ravel_pytree(tree)
