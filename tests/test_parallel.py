@@ -184,6 +184,27 @@ def test_bounded_queue_waits_for_the_call_before_last(monkeypatch):
     assert waited == ["out0", "out1", "out2"]  # before calls 2, 3 and 4
 
 
+def test_bounded_queue_waits_for_the_first_array_of_each_call(monkeypatch):
+    waited = []
+    monkeypatch.setattr(parallel.jax, "block_until_ready", waited.append)
+    step = bounded_queue(lambda n: ({"w": f"w{n}", "b": f"b{n}"}, f"loss{n}"), depth=1)
+    for n in range(3):
+        step(n)
+    assert waited == ["b0", "b1"]  # pytree order: the dict's sorted keys first
+
+
+def test_the_split_step_takes_placed_batches_as_they_are_and_places_the_others(monkeypatch):
+    sharding = parallel.batch_sharding(TWO)
+    placed = jax.device_put(np.zeros((4, 3), np.float32), sharding)
+    puts = []
+    monkeypatch.setattr(steps_module.jax, "device_put",
+                        lambda array, where: puts.append(array) or jax.numpy.asarray(array))
+    assert steps_module._placed(placed, sharding) is placed
+    host = np.ones((4, 3), np.float32)
+    steps_module._placed(host, sharding)
+    assert len(puts) == 1 and puts[0] is host
+
+
 def test_thousands_of_queued_split_steps_do_not_deadlock():
     """Unbounded, 2,000 queued steps of this tiny model hung XLA:CPU's all-reduce (the process
     aborts after 40 s); through make_train_step they must finish. A child process keeps a hang

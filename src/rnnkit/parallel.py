@@ -133,6 +133,9 @@ def bounded_queue(step, depth=2):
     and a queue of 16 hung, queues of 2 and 4 ran thousands of steps; ``tests/test_parallel.py``
     runs 2,000 steps through a queue of 2. A data-parallel loop on a CPU should keep its queue
     this short; ``make_train_step`` and ``make_steps`` do.
+
+    ``step`` must return a pytree whose first array is on every device of the call (as the
+    replicated model of a data-parallel step is): waiting for it waits for the whole call.
     """
     pending = collections.deque()
 
@@ -140,7 +143,9 @@ def bounded_queue(step, depth=2):
         if len(pending) >= depth:
             jax.block_until_ready(pending.popleft())
         out = step(*args)
-        pending.append(out)
+        # A jitted call's outputs on a device are ready together, so one array on every device
+        # stands for the call; waiting for each array of a train state costs host time.
+        pending.append(jax.tree.leaves(out)[0])
         return out
 
     return call

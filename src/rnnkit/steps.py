@@ -87,7 +87,15 @@ def make_train_step(optimizer, *, bptt="auto", devices=None):
         return train_step
     sharding = batch_sharding(devices)
     return bounded_queue(lambda state, images, labels: train_step(
-        state, *jax.device_put((images, labels), sharding)))
+        state, _placed(images, sharding), _placed(labels, sharding)))
+
+
+def _placed(array, sharding):
+    """``array`` split across the devices: as it is when it already is (``device_put`` of a
+    placed array costs host time in every call), else copied there."""
+    if isinstance(array, jax.Array) and array.sharding == sharding:
+        return array
+    return jax.device_put(array, sharding)
 
 
 def make_steps(optimizer, *, bptt="auto", devices=None):
