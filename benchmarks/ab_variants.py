@@ -21,7 +21,8 @@ falls on them alike. The first variant of each experiment is the code as it is.
                 device (all-gather) and summed on each
   bfloat16      BasicRNN: every matmul in float32; the loops' matmuls in bfloat16 (float32
                 sums); those and the weight gradients' matmuls in bfloat16
-  matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16
+  matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16 and
+                against three bfloat16 matmuls that keep about 16 bits (bfloat16x3)
 
 --cells picks among each experiment's own cells; --devices 2 times the step split across two CPU
 devices, as ``rnnkit train`` runs it on two cores; --loop times rnnkit's training loop
@@ -293,19 +294,36 @@ def time_train_steps(kind, variants, rounds, devices, loop=False):
     return {name: ms / per_call for name, ms in medians.items()}
 
 
+def bf16x3_matmul(a, b):
+    """``a @ b`` to about 16 bits: each operand split into bfloat16 high and low parts, three
+    bfloat16 matmuls with float32 sums (``hi hi + lo hi + hi lo``; ``lo lo`` is dropped)."""
+    def split(x):
+        high = x.astype(jnp.bfloat16)
+        return high, (x - high.astype(x.dtype)).astype(jnp.bfloat16)
+
+    (a_hi, a_lo), (b_hi, b_lo) = split(a), split(b)
+    return sum(jnp.dot(x, y, preferred_element_type=jnp.float32)
+               for x, y in ((a_hi, b_hi), (a_lo, b_hi), (a_hi, b_lo)))
+
+
+MATMULS = {
+    "float32": jnp.dot,
+    "bfloat16": bf16_matmul,
+    "bfloat16x3": bf16x3_matmul,
+}
+
+
 def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
     """A scan of ``steps`` dependent ``h = tanh(h @ w)[:, :H]`` for ``w [H, G*H]``."""
     h0 = jnp.full((batch, units), 0.1)
     runs = {}
     for count in (1, 4):
         w = 0.05 * jax.random.normal(jax.random.key(0), (units, count * units))
-        for dtype in (jnp.float32, jnp.bfloat16):
-            def body(h, _, w=w.astype(dtype)):
-                z = jnp.dot(h.astype(w.dtype), w, preferred_element_type=jnp.float32)
-                return jnp.tanh(z[:, :units]), None
+        for name, matmul in MATMULS.items():
+            def body(h, _, w=w, matmul=matmul):
+                return jnp.tanh(matmul(h, w)[:, :units]), None
             chain = jax.jit(lambda h, body=body: jax.lax.scan(body, h, None, length=steps)[0])
-            runs[f"[{units},{count * units}] {jnp.dtype(dtype).name}"] = functools.partial(
-                _blocking, chain, h0)
+            runs[f"[{units},{count * units}] {name}"] = functools.partial(_blocking, chain, h0)
     return interleaved_median_ms(runs, rounds=rounds)
 
 
