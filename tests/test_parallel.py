@@ -198,7 +198,7 @@ def test_the_split_step_takes_placed_batches_as_they_are_and_places_the_others(m
     placed = jax.device_put(np.zeros((4, 3), np.float32), sharding)
     puts = []
     monkeypatch.setattr(steps_module.jax, "device_put",
-                        lambda array, where: puts.append(array) or jax.numpy.asarray(array))
+                        lambda array, where: puts.append(array) or jnp.asarray(array))
     assert steps_module._placed(placed, sharding) is placed
     host = np.ones((4, 3), np.float32)
     steps_module._placed(host, sharding)
