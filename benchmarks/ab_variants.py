@@ -1,8 +1,8 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           batch-split,saved-states,all-reduce,bfloat16,matmul-dtype] [--cells basic,lstm,gru]
-           [--devices 1] [--loop] [--rounds 15]
+           batch-split,saved-states,weight-grads,all-reduce,bfloat16,matmul-dtype]
+           [--cells basic,lstm,gru] [--devices 1] [--loop] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
 traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
@@ -16,6 +16,8 @@ falls on them alike. The first variant of each experiment is the code as it is.
   saved-states  the forward loop saves each step's new state (the weight gradients read a
                 shifted copy of them, the previous states), or its previous state (read as
                 they are; the backward loop reads each new state from the step after)
+  weight-grads  the weight gradients after the loop as one matmul for w_x and one for w_h, or
+                as one over ``[x, h]`` (and with a column of ones for the bias)
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
                 array, or as one operand of the all-reduce per array, or gathered from every
                 device (all-gather) and summed on each
@@ -164,9 +166,9 @@ def _previous_states_bwd(spec, unroll, residuals, cotangents):
     scanned = (jnp.arange(last + 1), d_outputs, prevs, saved, valid)
     d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
     states = _shift_in(prevs, final) if spec.kind == "lstm" else None  # peepholes' sums only
-    d_params = bptt._PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
-    return (bptt._projection_grads(xs, d_xp), d_params, bptt._input_grad(projection, d_xp),
-            d_state0, None)
+    d_projection, d_params = bptt._weight_grads(spec, params, xs, prevs, states, saved, d_xp,
+                                                extra)
+    return d_projection, d_params, bptt._input_grad(projection, d_xp), d_state0, None
 
 
 def previous_states_recurrence():
@@ -198,6 +200,22 @@ def bf16_basic_vjp(spec, params, saved_t, prev_t, new_t, d_h):
 
 def bf16_weight_grad(prevs, d_xp):
     return bf16_matmul(bptt._rows(prevs).T, bptt._rows(d_xp))
+
+
+def joint_weight_grads(with_bias):
+    """``bptt._weight_grads`` for BasicRNN and LSTM (no peepholes) as one matmul: ``[x, h]``
+    (and, ``with_bias``, a column of ones for the bias) against the gate gradients."""
+    def grads(spec, params, xs, prevs, states, saved, d_xp, extra):
+        assert spec.kind == "basic" or (spec.kind == "lstm" and params[1] is None), \
+            "BasicRNN, or LSTM without peepholes"
+        h = bptt._hidden(spec, prevs)
+        ones = [jnp.ones(xs.shape[:-1] + (1,), xs.dtype)] if with_bias else []
+        joint = bptt._weight_grad(jnp.concatenate([xs, h, *ones], axis=-1), d_xp)
+        inputs, units = xs.shape[-1], h.shape[-1]
+        d_b = joint[-1] if with_bias else jnp.sum(d_xp, axis=(0, 1))
+        d_w_h = joint[inputs:inputs + units]
+        return (joint[:inputs], d_b), ((d_w_h,) if spec.kind == "basic" else (d_w_h, None))
+    return grads
 
 
 def per_array_pmean(tree):
@@ -262,6 +280,10 @@ EXPERIMENTS = {
     "saved-states": ("basic,lstm,gru", {
         "new": _as_is,
         "previous": lambda: patched(bptt, _recurrence=previous_states_recurrence())}),
+    "weight-grads": ("basic,lstm", {
+        "two-matmuls": _as_is,
+        "joint": lambda: patched(bptt, _weight_grads=joint_weight_grads(False)),
+        "joint-and-bias": lambda: patched(bptt, _weight_grads=joint_weight_grads(True))}),
     "all-reduce": ("basic,lstm,gru", {
         "one-array": _as_is,
         "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean),

@@ -127,9 +127,17 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
 
     scanned = (d_outputs, prevs, saved, states, valid)
     d_state0, (d_xp, extra) = jax.lax.scan(body, d_final, scanned, reverse=True, unroll=unroll)
+    d_projection, d_params = _weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra)
+    return d_projection, d_params, _input_grad(projection, d_xp), d_state0, None
+
+
+def _weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
+    """``(d_projection, d_params)`` from the gate gradients of every step, after the loop.
+    ``x w_x`` and ``h w_h`` get one matmul each: joined into one ``[x, h]`` matmul, BasicRNN
+    and LSTM steps measured no faster (``benchmarks/ab_variants.py --experiments
+    weight-grads``)."""
     d_params = _PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
-    return _projection_grads(xs, d_xp), d_params, _input_grad(projection, d_xp), \
-        d_state0, None
+    return _projection_grads(xs, d_xp), d_params
 
 
 def _projection_grads(xs, d_xp):
