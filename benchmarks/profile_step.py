@@ -1,7 +1,7 @@
 """Where one rnnkit train step spends its time: a jax.profiler trace, summed per kernel.
 
 Usage: .venv/bin/python benchmarks/profile_step.py [--cell lstm] [--steps 5] [--devices 1]
-           [--loop]
+           [--loop] [--gaps]
 
 Runs the book's workload (B=150, T=28, I=28, H=150) train step (``common.rnnkit_train_step``,
 default loop), traces ``--steps`` calls, and prints the time per step of the kernels that run
@@ -11,7 +11,11 @@ default on two cores); kernel times are then those of all devices summed, and th
 devices spent in the all-reduce waiting for each other is printed on its own line (it is part
 of the all-reduce's kernel time). ``--loop`` profiles rnnkit's training loop instead (what
 ``rnnkit train`` runs: ``rnnkit.steps.make_steps``, ``STEPS_PER_CALL`` steps a call, as
-``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps`` calls of it.
+``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps`` calls of it. ``--gaps`` (two
+devices or more) also prints, for each device's thread, how long a step it sat between kernels
+and between which kernels it sat longest: time in which that device's program waited for work
+running where the trace does not show it (the matmuls that XLA:CPU hands to its intra-op thread
+pool) or for the other device.
 """
 
 import argparse
@@ -54,6 +58,28 @@ def kernel_times(events, steps):
     return {n: (total[n] / steps / 1e3, calls[n] // steps) for n in total}
 
 
+def idle_per_thread(events, steps, top=3):
+    """For each device thread (one that waited in the all-reduce): ``(ms per step between its
+    kernels, [((kernel before, kernel after), ms per step), ...] of the ``top`` longest)``."""
+    by_thread = collections.defaultdict(list)
+    for e in events:
+        if not e["name"].startswith(SKIP) or e["name"] == WAIT:
+            by_thread[(e["pid"], e["tid"])].append(e)
+    report = []
+    for kernels in by_thread.values():
+        if not any(e["name"] == WAIT for e in kernels):
+            continue
+        kernels.sort(key=lambda e: e["ts"])
+        idle = collections.Counter()
+        for before, after in zip(kernels, kernels[1:]):
+            gap = after["ts"] - before["ts"] - before.get("dur", 0)
+            if gap > 0:
+                idle[(before["name"], after["name"])] += gap
+        report.append((sum(idle.values()) / steps / 1e3,
+                       [(pair, us / steps / 1e3) for pair, us in idle.most_common(top)]))
+    return report
+
+
 def waits_per_thread(events):
     """The all-reduce's waits (us) of each thread that waited: one list per device thread."""
     waits = collections.defaultdict(list)
@@ -70,9 +96,14 @@ def main(argv=None):
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--loop", action="store_true",
                         help="profile rnnkit's training loop (make_steps), --steps calls of it")
+    parser.add_argument("--gaps", action="store_true",
+                        help="also print each device thread's time between kernels")
     args = parser.parse_args(argv)
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
+    if args.gaps and args.devices < 2:
+        parser.error("--gaps: needs --devices 2 or more (one device's program runs on whichever "
+                     "pool thread is free, so its threads' gaps mean nothing)")
     if args.steps < 1:
         parser.error(f"--steps: expected a positive number of calls, got {args.steps}")
     devices = jax.devices()[:args.devices]
@@ -102,6 +133,11 @@ def main(argv=None):
             print(f"    {len(waits)} waits: {median:.0f} / {p90:.0f} / {top:.0f} us")
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
+    if args.gaps:
+        print("  between kernels, per thread: ms/step; the longest, as kernel before -> kernel after")
+        for total, longest in idle_per_thread(events, args.steps * steps_per_call):
+            where = ", ".join(f"{a} -> {b} {ms:.2f}" for (a, b), ms in longest)
+            print(f"    {total:6.2f} ms: {where}")
 
 
 def _one_step(cell, devices):
