@@ -134,7 +134,8 @@ def main(argv=None):
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
     if args.gaps:
-        print("  between kernels, per thread: ms/step; the longest, as kernel before -> kernel after")
+        print("  between kernels, per device thread: ms/step; the longest, as kernel before ->"
+              " kernel after")
         for total, longest in idle_per_thread(events, args.steps * steps_per_call):
             where = ", ".join(f"{a} -> {b} {ms:.2f}" for (a, b), ms in longest)
             print(f"    {total:6.2f} ms: {where}")
