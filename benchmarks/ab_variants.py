@@ -1,7 +1,8 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           batch-split,saved-states,weight-grads,all-reduce,bfloat16,matmul-dtype]
+           batch-split,saved-states,weight-grads,in-loop,forward-matmuls,weight-grads-cost,
+           all-reduce,bfloat16,matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
@@ -18,6 +19,14 @@ falls on them alike. The first variant of each experiment is the code as it is.
                 they are; the backward loop reads each new state from the step after)
   weight-grads  the weight gradients after the loop as one matmul for w_x and one for w_h, or
                 as one over ``[x, h]`` (and with a column of ones for the bias)
+  in-loop       BasicRNN, LSTM: the weight gradients after the loop, or summed inside the
+                backward loop step by step (from x and h_prev as they are, or from copies
+                transposed before the loop), or chunk by chunk (4 or 7 steps, one matmul over
+                the chunk's rows)
+  forward-matmuls  BasicRNN, LSTM: the forward step's two matmuls (x_t w_x, h w_h), or one over
+                ``[x_t, h]``
+  weight-grads-cost  timing only: the weight gradients computed, or replaced by zeros (wrong
+                gradients), to show what computing them costs the step
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
                 array, or as one operand of the all-reduce per array, or gathered from every
                 device (all-gather) and summed on each
@@ -78,6 +87,28 @@ def forward(hoist):
 
         return jax.lax.scan(body, state0, inputs, unroll=unroll)
     return run
+
+
+def joint_forward(spec, unroll, projection, params, xs, state0, valid, save):
+    """``bptt._forward`` (BasicRNN, LSTM without peepholes; full sequences) with one matmul a
+    step: ``[x_t, h_prev] @ [w_x; w_h] + b``."""
+    assert valid is None and (spec.kind == "basic" or params[1] is None), "see docstring"
+    w_x, b = projection
+    w_xh = jnp.concatenate([w_x, params[0]])  # [I + H, G*H]
+
+    def body(prev, x_t):
+        z = jnp.concatenate([x_t, bptt._hidden(spec, prev)], axis=-1) @ w_xh + b
+        if spec.kind == "basic":
+            new, saved = ACTIVATIONS[spec.option](z), None
+        else:
+            z_i, z_f, z_g, z_o = gate_blocks(z, 4)
+            i, f = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f + spec.option[0])
+            g, o = jnp.tanh(z_g), jax.nn.sigmoid(z_o)
+            c = f * prev.c + i * g
+            new, saved = LSTMStateTuple(c, o * jnp.tanh(c)), (i, f, g, o)
+        return new, ((new, saved) if save else bptt._hidden(spec, new))
+
+    return jax.lax.scan(body, state0, xs, unroll=unroll)
 
 
 def whole_projection_steps():
@@ -218,6 +249,103 @@ def joint_weight_grads(with_bias):
     return grads
 
 
+def _in_loop_bwd(spec, unroll, residuals, cotangents, transposed=False):
+    """``bptt._recurrence_bwd`` (BasicRNN, LSTM without peepholes; full sequences) summing the
+    weight gradients inside the backward loop, step by step, instead of after it; with
+    ``transposed``, from copies of ``x`` and ``h_prev`` transposed before the loop."""
+    projection, params, xs, state0, states, saved, valid = residuals
+    assert valid is None and (spec.kind == "basic" or params[1] is None), "see docstring"
+    d_outputs, d_final = cotangents
+    prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
+    w_x, _ = projection
+
+    def body(carry, inputs):
+        d_state, (d_w_x, d_b, d_w_h) = carry
+        d_out_t, x_t, h_t, prev_t, saved_t, new_t = inputs
+        d_new = bptt._add_to_h(spec, d_state, d_out_t)
+        d_prev, d_xp_t, _ = bptt._STEP_VJPS[spec.kind](spec, params, saved_t, prev_t, new_t,
+                                                       d_new)
+        x_tt, h_tt = x_t if transposed else x_t.T, h_t if transposed else h_t.T
+        sums = (d_w_x + x_tt @ d_xp_t, d_b + jnp.sum(d_xp_t, axis=0), d_w_h + h_tt @ d_xp_t)
+        return (d_prev, sums), d_xp_t @ w_x.T
+
+    zeros = (jnp.zeros_like(w_x), jnp.zeros_like(projection[1]), jnp.zeros_like(params[0]))
+    h_prevs = bptt._hidden(spec, prevs)
+    if transposed:
+        xs, h_prevs = (jax.lax.optimization_barrier(jnp.swapaxes(a, 1, 2)) for a in (xs, h_prevs))
+    scanned = (d_outputs, xs, h_prevs, prevs, saved, states)
+    (d_state0, (d_w_x, d_b, d_w_h)), d_xs = jax.lax.scan(body, (d_final, zeros), scanned,
+                                                         reverse=True, unroll=unroll)
+    d_params = (d_w_h,) if spec.kind == "basic" else (d_w_h, None)
+    return (d_w_x, d_b), d_params, d_xs, d_state0, None
+
+
+def _chunked_bwd(spec, unroll, residuals, cotangents, chunk=4):
+    """``_in_loop_bwd`` over chunks of ``chunk`` steps: the backward loop runs a chunk's steps
+    one after another, then adds the chunk's weight gradients as one matmul over its
+    ``chunk * B`` rows, from copies of ``x`` and ``h_prev`` transposed per chunk before it."""
+    projection, params, xs, state0, states, saved, valid = residuals
+    assert valid is None and (spec.kind == "basic" or params[1] is None), "see docstring"
+    steps, batch = xs.shape[:2]
+    assert steps % chunk == 0, f"T={steps} is not a multiple of chunk={chunk}"
+    count = steps // chunk
+    d_outputs, d_final = cotangents
+    prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
+    w_x, _ = projection
+
+    def transposed(a):  # [T, B, N] -> [T / chunk, N, chunk * B]
+        return jax.lax.optimization_barrier(
+            jnp.swapaxes(a.reshape(count, chunk * batch, a.shape[-1]), 1, 2))
+
+    def grouped(tree):  # [T, ...] -> [T / chunk, chunk, ...]
+        return jax.tree.map(lambda a: a.reshape((count, chunk) + a.shape[1:]), tree)
+
+    def body(carry, inputs):
+        d_state, (d_w_x, d_b, d_w_h) = carry
+        d_out_c, x_c, h_c, prev_c, saved_c, new_c = inputs
+        d_xps = [None] * chunk
+        for j in reversed(range(chunk)):
+            pick = functools.partial(jax.tree.map, lambda a, j=j: a[j])
+            d_new = bptt._add_to_h(spec, d_state, d_out_c[j])
+            d_state, d_xps[j], _ = bptt._STEP_VJPS[spec.kind](spec, params, pick(saved_c),
+                                                              pick(prev_c), pick(new_c), d_new)
+        d_xp_c = jnp.concatenate(d_xps)  # [chunk * B, G*H]
+        sums = (d_w_x + x_c @ d_xp_c, d_b + jnp.sum(d_xp_c, axis=0), d_w_h + h_c @ d_xp_c)
+        return (d_state, sums), d_xp_c @ w_x.T
+
+    zeros = (jnp.zeros_like(w_x), jnp.zeros_like(projection[1]), jnp.zeros_like(params[0]))
+    scanned = (grouped(d_outputs), transposed(xs), transposed(bptt._hidden(spec, prevs)),
+               grouped(prevs), grouped(saved), grouped(states))
+    (d_state0, (d_w_x, d_b, d_w_h)), d_xs = jax.lax.scan(body, (d_final, zeros), scanned,
+                                                         reverse=True)
+    d_params = (d_w_h,) if spec.kind == "basic" else (d_w_h, None)
+    return (d_w_x, d_b), d_params, d_xs.reshape(xs.shape), d_state0, None
+
+
+def in_loop_recurrence(transposed=False, chunk=None):
+    """``bptt._recurrence`` with the weight gradients summed inside the backward loop."""
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+    def recurrence(spec, unroll, projection, params, xs, state0, valid):
+        return bptt._recurrence.fun(spec, unroll, projection, params, xs, state0, valid)
+
+    bwd = (functools.partial(_chunked_bwd, chunk=chunk) if chunk else
+           functools.partial(_in_loop_bwd, transposed=transposed))
+    recurrence.defvjp(bptt._recurrence_fwd, bwd)
+    return recurrence
+
+
+def no_weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
+    """Timing only, wrong gradients: ``bptt._weight_grads`` replaced by zeros (that still wait
+    for the backward loop), to show what computing the weight gradients costs the step."""
+    after_loop = 0.0 * d_xp[0, 0, 0]
+
+    def zeros(a):
+        return None if a is None else jnp.zeros_like(a) + after_loop
+
+    w_x = jnp.zeros((xs.shape[-1], d_xp.shape[-1]), d_xp.dtype)
+    return (zeros(w_x), zeros(d_xp[0, 0])), jax.tree.map(zeros, params)
+
+
 def per_array_pmean(tree):
     return jax.lax.pmean(tree, parallel.AXIS)
 
@@ -284,6 +412,18 @@ EXPERIMENTS = {
         "two-matmuls": _as_is,
         "joint": lambda: patched(bptt, _weight_grads=joint_weight_grads(False)),
         "joint-and-bias": lambda: patched(bptt, _weight_grads=joint_weight_grads(True))}),
+    "in-loop": ("basic,lstm", {
+        "after-loop": _as_is,
+        "in-loop": lambda: patched(bptt, _recurrence=in_loop_recurrence()),
+        "in-loop-transposed": lambda: patched(bptt, _recurrence=in_loop_recurrence(True)),
+        "chunks-of-4": lambda: patched(bptt, _recurrence=in_loop_recurrence(chunk=4)),
+        "chunks-of-7": lambda: patched(bptt, _recurrence=in_loop_recurrence(chunk=7))}),
+    "forward-matmuls": ("basic,lstm", {
+        "two": _as_is,
+        "joint": lambda: patched(bptt, _forward=joint_forward)}),
+    "weight-grads-cost": ("basic,lstm,gru", {
+        "computed": _as_is,
+        "zeros-timing-only": lambda: patched(bptt, _weight_grads=no_weight_grads)}),
     "all-reduce": ("basic,lstm,gru", {
         "one-array": _as_is,
         "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean),

@@ -12,10 +12,12 @@ devices spent in the all-reduce waiting for each other is printed on its own lin
 of the all-reduce's kernel time). ``--loop`` profiles rnnkit's training loop instead (what
 ``rnnkit train`` runs: ``rnnkit.steps.make_steps``, ``STEPS_PER_CALL`` steps a call, as
 ``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps`` calls of it. ``--gaps`` (two
-devices or more) also prints, for each device's thread, how long a step it sat between kernels
-and between which kernels it sat longest: time in which that device's program waited for work
-running where the trace does not show it (the matmuls that XLA:CPU hands to its intra-op thread
-pool) or for the other device.
+devices or more) also prints, for each thread that waited in the all-reduce, how long a step it
+sat between kernels and between which kernels it sat longest: time in which it ran work that
+the trace does not show (parts of the matmuls that XLA:CPU splits into tasks) or waited. These
+are threads of XLA:CPU's intra-op pool (one per core), which runs the devices' programs and the
+matmuls' tasks alike; the trace does not say which device a kernel ran for, so a thread's
+timeline may mix the devices' programs.
 """
 
 import argparse
@@ -59,7 +61,7 @@ def kernel_times(events, steps):
 
 
 def idle_per_thread(events, steps, top=3):
-    """For each device thread (one that waited in the all-reduce): ``(ms per step between its
+    """For each pool thread that waited in the all-reduce: ``(ms per step between its
     kernels, [((kernel before, kernel after), ms per step), ...] of the ``top`` longest)``."""
     by_thread = collections.defaultdict(list)
     for e in events:
@@ -81,7 +83,7 @@ def idle_per_thread(events, steps, top=3):
 
 
 def waits_per_thread(events):
-    """The all-reduce's waits (us) of each thread that waited: one list per device thread."""
+    """The all-reduce's waits (us) of each thread that waited: one list per thread."""
     waits = collections.defaultdict(list)
     for e in events:
         if e["name"] == WAIT:
@@ -97,13 +99,13 @@ def main(argv=None):
     parser.add_argument("--loop", action="store_true",
                         help="profile rnnkit's training loop (make_steps), --steps calls of it")
     parser.add_argument("--gaps", action="store_true",
-                        help="also print each device thread's time between kernels")
+                        help="also print each pool thread's time between kernels")
     args = parser.parse_args(argv)
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
     if args.gaps and args.devices < 2:
-        parser.error("--gaps: needs --devices 2 or more (one device's program runs on whichever "
-                     "pool thread is free, so its threads' gaps mean nothing)")
+        parser.error("--gaps: needs --devices 2 or more (it reports the threads that waited in "
+                     "the all-reduce, which one device does not run)")
     if args.steps < 1:
         parser.error(f"--steps: expected a positive number of calls, got {args.steps}")
     devices = jax.devices()[:args.devices]
@@ -126,7 +128,7 @@ def main(argv=None):
           f"summed)")
     if len(devices) > 1:
         print(f"  of the all-reduce, waiting for the other devices: {wait:.2f} ms/step "
-              f"(all devices summed); per device thread, the waits' median / 90th "
+              f"(all devices summed); per pool thread, the waits' median / 90th "
               f"percentile / largest:")
         for waits in waits_per_thread(events):
             median, p90, top = np.percentile(waits, [50, 90, 100])
@@ -134,7 +136,7 @@ def main(argv=None):
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
     if args.gaps:
-        print("  between kernels, per device thread: ms/step; the longest, as kernel before ->"
+        print("  between kernels, per pool thread: ms/step; the longest, as kernel before ->"
               " kernel after")
         for total, longest in idle_per_thread(events, args.steps * steps_per_call):
             where = ", ".join(f"{a} -> {b} {ms:.2f}" for (a, b), ms in longest)

@@ -1,0 +1,59 @@
+"""The explicit-BPTT variants that ``benchmarks/ab_variants.py`` times against the library's own
+compute the same gradients (float64): a timing comparison between them is a fair one."""
+
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnkit as rk
+import rnnkit.bptt as bptt
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
+import ab_variants  # noqa: E402  (a script of the benchmarks folder, not a package)
+
+T, B, I, H = 12, 3, 4, 5
+
+VARIANTS = {
+    "in-loop": lambda: ab_variants.patched(bptt, _recurrence=ab_variants.in_loop_recurrence()),
+    "in-loop-transposed": lambda: ab_variants.patched(
+        bptt, _recurrence=ab_variants.in_loop_recurrence(True)),
+    "chunks-of-4": lambda: ab_variants.patched(
+        bptt, _recurrence=ab_variants.in_loop_recurrence(chunk=4)),
+    "chunks-of-3": lambda: ab_variants.patched(
+        bptt, _recurrence=ab_variants.in_loop_recurrence(chunk=3)),
+    "joint-forward": lambda: ab_variants.patched(bptt, _forward=ab_variants.joint_forward),
+}
+
+
+def _value_and_grads(cell, xs):
+    def loss(cell, xs):
+        outputs, final = rk.dynamic_rnn(cell, xs, bptt="fused")
+        return jnp.sum(jnp.sin(outputs)) + sum(jnp.sum(jnp.cos(s)) for s in
+                                               jax.tree.leaves(final))
+    return jax.value_and_grad(loss, argnums=(0, 1))(cell, xs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", ["basic", "lstm"])
+def test_variant_computes_the_library_gradients(kind, variant):
+    with jax.enable_x64(True):
+        make = rk.BasicRNNCell if kind == "basic" else rk.LSTMCell
+        cell = jax.tree.map(lambda w: w.astype(jnp.float64) + 0.1,  # non-zero biases too
+                            make(I, H, key=jax.random.key(0)))
+        xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float64)
+        expected = _value_and_grads(cell, xs)
+        with VARIANTS[variant]():
+            got = _value_and_grads(cell, xs)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_chunks_must_divide_the_steps():
+    with ab_variants.patched(bptt, _recurrence=ab_variants.in_loop_recurrence(chunk=5)):
+        cell = rk.BasicRNNCell(I, H, key=jax.random.key(0))
+        with pytest.raises(AssertionError, match="T=12 is not a multiple of chunk=5"):
+            _value_and_grads(cell, jnp.ones((B, T, I)))
