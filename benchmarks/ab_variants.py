@@ -249,41 +249,12 @@ def joint_weight_grads(with_bias):
     return grads
 
 
-def _in_loop_bwd(spec, unroll, residuals, cotangents, transposed=False):
+def _in_loop_bwd(spec, unroll, residuals, cotangents, chunk=1, transposed=False):
     """``bptt._recurrence_bwd`` (BasicRNN, LSTM without peepholes; full sequences) summing the
-    weight gradients inside the backward loop, step by step, instead of after it; with
-    ``transposed``, from copies of ``x`` and ``h_prev`` transposed before the loop."""
-    projection, params, xs, state0, states, saved, valid = residuals
-    assert valid is None and (spec.kind == "basic" or params[1] is None), "see docstring"
-    d_outputs, d_final = cotangents
-    prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
-    w_x, _ = projection
-
-    def body(carry, inputs):
-        d_state, (d_w_x, d_b, d_w_h) = carry
-        d_out_t, x_t, h_t, prev_t, saved_t, new_t = inputs
-        d_new = bptt._add_to_h(spec, d_state, d_out_t)
-        d_prev, d_xp_t, _ = bptt._STEP_VJPS[spec.kind](spec, params, saved_t, prev_t, new_t,
-                                                       d_new)
-        x_tt, h_tt = x_t if transposed else x_t.T, h_t if transposed else h_t.T
-        sums = (d_w_x + x_tt @ d_xp_t, d_b + jnp.sum(d_xp_t, axis=0), d_w_h + h_tt @ d_xp_t)
-        return (d_prev, sums), d_xp_t @ w_x.T
-
-    zeros = (jnp.zeros_like(w_x), jnp.zeros_like(projection[1]), jnp.zeros_like(params[0]))
-    h_prevs = bptt._hidden(spec, prevs)
-    if transposed:
-        xs, h_prevs = (jax.lax.optimization_barrier(jnp.swapaxes(a, 1, 2)) for a in (xs, h_prevs))
-    scanned = (d_outputs, xs, h_prevs, prevs, saved, states)
-    (d_state0, (d_w_x, d_b, d_w_h)), d_xs = jax.lax.scan(body, (d_final, zeros), scanned,
-                                                         reverse=True, unroll=unroll)
-    d_params = (d_w_h,) if spec.kind == "basic" else (d_w_h, None)
-    return (d_w_x, d_b), d_params, d_xs, d_state0, None
-
-
-def _chunked_bwd(spec, unroll, residuals, cotangents, chunk=4):
-    """``_in_loop_bwd`` over chunks of ``chunk`` steps: the backward loop runs a chunk's steps
-    one after another, then adds the chunk's weight gradients as one matmul over its
-    ``chunk * B`` rows, from copies of ``x`` and ``h_prev`` transposed per chunk before it."""
+    weight gradients inside the backward loop instead of after it: the loop runs ``chunk``
+    steps an iteration, then adds their weight gradients as one matmul over their
+    ``chunk * B`` rows; with ``transposed``, from copies of ``x`` and ``h_prev`` transposed
+    (per chunk) before the loop."""
     projection, params, xs, state0, states, saved, valid = residuals
     assert valid is None and (spec.kind == "basic" or params[1] is None), "see docstring"
     steps, batch = xs.shape[:2]
@@ -293,9 +264,9 @@ def _chunked_bwd(spec, unroll, residuals, cotangents, chunk=4):
     prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
     w_x, _ = projection
 
-    def transposed(a):  # [T, B, N] -> [T / chunk, N, chunk * B]
-        return jax.lax.optimization_barrier(
-            jnp.swapaxes(a.reshape(count, chunk * batch, a.shape[-1]), 1, 2))
+    def rows(a):  # [T, B, N] -> [T / chunk, chunk * B, N], or its transpose [.., N, chunk * B]
+        a = a.reshape(count, chunk * batch, a.shape[-1])
+        return jax.lax.optimization_barrier(jnp.swapaxes(a, 1, 2)) if transposed else a
 
     def grouped(tree):  # [T, ...] -> [T / chunk, chunk, ...]
         return jax.tree.map(lambda a: a.reshape((count, chunk) + a.shape[1:]), tree)
@@ -303,6 +274,8 @@ def _chunked_bwd(spec, unroll, residuals, cotangents, chunk=4):
     def body(carry, inputs):
         d_state, (d_w_x, d_b, d_w_h) = carry
         d_out_c, x_c, h_c, prev_c, saved_c, new_c = inputs
+        if not transposed:
+            x_c, h_c = x_c.T, h_c.T
         d_xps = [None] * chunk
         for j in reversed(range(chunk)):
             pick = functools.partial(jax.tree.map, lambda a, j=j: a[j])
@@ -314,23 +287,22 @@ def _chunked_bwd(spec, unroll, residuals, cotangents, chunk=4):
         return (d_state, sums), d_xp_c @ w_x.T
 
     zeros = (jnp.zeros_like(w_x), jnp.zeros_like(projection[1]), jnp.zeros_like(params[0]))
-    scanned = (grouped(d_outputs), transposed(xs), transposed(bptt._hidden(spec, prevs)),
-               grouped(prevs), grouped(saved), grouped(states))
+    scanned = (grouped(d_outputs), rows(xs), rows(bptt._hidden(spec, prevs)), grouped(prevs),
+               grouped(saved), grouped(states))
     (d_state0, (d_w_x, d_b, d_w_h)), d_xs = jax.lax.scan(body, (d_final, zeros), scanned,
-                                                         reverse=True)
+                                                         reverse=True, unroll=unroll)
     d_params = (d_w_h,) if spec.kind == "basic" else (d_w_h, None)
     return (d_w_x, d_b), d_params, d_xs.reshape(xs.shape), d_state0, None
 
 
-def in_loop_recurrence(transposed=False, chunk=None):
+def in_loop_recurrence(chunk=1, transposed=False):
     """``bptt._recurrence`` with the weight gradients summed inside the backward loop."""
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
     def recurrence(spec, unroll, projection, params, xs, state0, valid):
         return bptt._recurrence.fun(spec, unroll, projection, params, xs, state0, valid)
 
-    bwd = (functools.partial(_chunked_bwd, chunk=chunk) if chunk else
-           functools.partial(_in_loop_bwd, transposed=transposed))
-    recurrence.defvjp(bptt._recurrence_fwd, bwd)
+    recurrence.defvjp(bptt._recurrence_fwd,
+                      functools.partial(_in_loop_bwd, chunk=chunk, transposed=transposed))
     return recurrence
 
 
@@ -415,9 +387,10 @@ EXPERIMENTS = {
     "in-loop": ("basic,lstm", {
         "after-loop": _as_is,
         "in-loop": lambda: patched(bptt, _recurrence=in_loop_recurrence()),
-        "in-loop-transposed": lambda: patched(bptt, _recurrence=in_loop_recurrence(True)),
-        "chunks-of-4": lambda: patched(bptt, _recurrence=in_loop_recurrence(chunk=4)),
-        "chunks-of-7": lambda: patched(bptt, _recurrence=in_loop_recurrence(chunk=7))}),
+        "in-loop-transposed": lambda: patched(
+            bptt, _recurrence=in_loop_recurrence(transposed=True)),
+        "chunks-of-4": lambda: patched(bptt, _recurrence=in_loop_recurrence(4, True)),
+        "chunks-of-7": lambda: patched(bptt, _recurrence=in_loop_recurrence(7, True))}),
     "forward-matmuls": ("basic,lstm", {
         "two": _as_is,
         "joint": lambda: patched(bptt, _forward=joint_forward)}),

@@ -19,9 +19,10 @@ T, B, I, H = 12, 3, 4, 5
 
 VARIANTS = {  # name: (the bptt function it replaces, its replacement)
     "in-loop": ("_recurrence", ab_variants.in_loop_recurrence()),
-    "in-loop-transposed": ("_recurrence", ab_variants.in_loop_recurrence(True)),
-    "chunks-of-4": ("_recurrence", ab_variants.in_loop_recurrence(chunk=4)),
-    "chunks-of-3": ("_recurrence", ab_variants.in_loop_recurrence(chunk=3)),
+    "in-loop-transposed": ("_recurrence", ab_variants.in_loop_recurrence(transposed=True)),
+    "chunks-of-4": ("_recurrence", ab_variants.in_loop_recurrence(4, True)),
+    "chunks-of-3": ("_recurrence", ab_variants.in_loop_recurrence(3, True)),
+    "chunks-of-3-untransposed": ("_recurrence", ab_variants.in_loop_recurrence(3)),
     "joint-forward": ("_forward", ab_variants.joint_forward),
 }
 
@@ -58,7 +59,7 @@ def test_variant_computes_the_library_gradients(kind, variant):
 
 
 def test_chunks_must_divide_the_steps():
-    with ab_variants.patched(bptt, _recurrence=ab_variants.in_loop_recurrence(chunk=5)):
+    with ab_variants.patched(bptt, _recurrence=ab_variants.in_loop_recurrence(5, True)):
         cell = rk.BasicRNNCell(I, H, key=jax.random.key(0))
         with pytest.raises(AssertionError, match="T=12 is not a multiple of chunk=5"):
             _value_and_grads(cell, jnp.ones((B, T, I)))
