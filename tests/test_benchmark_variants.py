@@ -24,6 +24,8 @@ VARIANTS = {  # name: (the bptt function it replaces, its replacement)
     "chunks-of-3": ("_recurrence", ab_variants.in_loop_recurrence(3, True)),
     "chunks-of-3-untransposed": ("_recurrence", ab_variants.in_loop_recurrence(3)),
     "joint-forward": ("_forward", ab_variants.joint_forward),
+    "joint-weight-grads": ("_weight_grads", ab_variants.joint_weight_grads(False)),
+    "joint-weight-grads-and-bias": ("_weight_grads", ab_variants.joint_weight_grads(True)),
 }
 
 
