@@ -1,16 +1,22 @@
-"""Probe: the LSTM forward time loop as one compiled call (XLA FFI) against XLA's own loop.
+"""Probe: the LSTM time loops as compiled calls (XLA FFI) against XLA's own loops.
 
 Usage: .venv-bench/bin/python benchmarks/ffi_probe.py [--rounds 10]
 
-Not part of rnnkit: a measurement of what a hand-written loop kernel could give on a CPU
-(BENCHMARKS.md, "What is left"). It compiles ``benchmarks/ffi_lstm_forward.cc`` with the C++
-compiler of the ``ziglang`` wheel against jaxlib's FFI headers and the BLAS of the
-``scipy-openblas32`` wheel (both in the ``bench`` extra: no system compiler is needed), registers
-it with ``jax.ffi``, checks that it computes what a ``lax.scan`` of the same step computes, and
-times both on the book's LSTM shapes (T=28, H=150; forward only, from the projected inputs:
-per step ``h @ w_h`` and the gate math, saving h, c and the gates): on one device at B=75 and
-B=150, and split across two CPU devices (75 rows each), as ``rnnkit train`` splits the book's
-batch on two cores. The kernel runs each call on one thread; XLA's loop uses its intra-op pool.
+Not part of rnnkit: a measurement of what hand-written loop kernels could give on a CPU
+(BENCHMARKS.md, machine C). It compiles ``benchmarks/ffi_lstm.cc`` (the forward and the
+backward time loop of an LSTM) with the C++ compiler of the ``ziglang`` wheel against jaxlib's
+FFI headers and the BLAS of the ``scipy-openblas32`` wheel (both in the ``bench`` extra: no
+system compiler is needed), and registers it with ``jax.ffi``. Each call runs on one thread.
+
+It then times, on the book's LSTM shapes (T=28, H=150):
+
+- the forward loop alone, from the projected inputs (per step ``h @ w_h`` and the gate math,
+  saving h, c and the gates), against a ``lax.scan`` of the same step that it must match: on one
+  device at B=75 and B=150, and split across two CPU devices (75 rows each), as ``rnnkit train``
+  splits the book's batch on two cores;
+- the whole train step (forward, backward, Adam, one call a step) of the book's LSTM model with
+  both loops compiled (the weight gradients after the loop left to XLA), against rnnkit's own
+  step, whose loss and gradients it must match: on one device and split across two.
 """
 
 import argparse
@@ -24,13 +30,16 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, PartitionSpec
 
+import common
+from ab_variants import patched
 from common import interleaved_median_ms
 
 HERE = pathlib.Path(__file__).parent
-SOURCE = HERE / "ffi_lstm_forward.cc"
-LIBRARY = HERE / "results" / "ffi" / "liblstm_forward.so"
+SOURCE = HERE / "ffi_lstm.cc"
+LIBRARY = HERE / "results" / "ffi" / "liblstm.so"
 T, H, FORGET_BIAS = 28, 150, 1.0
 
 
@@ -49,8 +58,9 @@ def build():
                         f"-Wl,-rpath,{openblas.get_lib_dir()}", "-o", str(partial)], check=True)
         os.replace(partial, LIBRARY)
     library = ctypes.cdll.LoadLibrary(str(LIBRARY))
-    jax.ffi.register_ffi_target("lstm_forward", jax.ffi.pycapsule(library.LstmForward),
-                                platform="cpu")
+    for name, handler in (("lstm_forward", library.LstmForward),
+                          ("lstm_backward", library.LstmBackward)):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
 
 
 def kernel_forward(xp, w_h, h0, c0):
@@ -60,6 +70,37 @@ def kernel_forward(xp, w_h, h0, c0):
     gates = jax.ShapeDtypeStruct(xp.shape, jnp.float32)
     return jax.ffi.ffi_call("lstm_forward", (states, states, gates))(
         xp, w_h, h0, c0, forget_bias=np.float32(FORGET_BIAS))
+
+
+def kernel_backward(gates, cs, c0, w_h, d_hs, d_c_last):
+    """d_gates [T, B, 4H] (before the activations), d_h0, d_c0 from the compiled backward loop."""
+    state = jax.ShapeDtypeStruct(c0.shape, jnp.float32)
+    return jax.ffi.ffi_call("lstm_backward", (jax.ShapeDtypeStruct(gates.shape, jnp.float32),
+                                              state, state))(gates, cs, c0, w_h, d_hs, d_c_last)
+
+
+@jax.custom_vjp
+def kernel_lstm(xp, w_h, h0, c0):
+    """Every step's h [T, B, H] and the last c [B, H], through the compiled loops."""
+    hs, cs, _ = kernel_forward(xp, w_h, h0, c0)
+    return hs, cs[-1]
+
+
+def _kernel_lstm_fwd(xp, w_h, h0, c0):
+    hs, cs, gates = kernel_forward(xp, w_h, h0, c0)
+    return (hs, cs[-1]), (gates, cs, hs, h0, c0, w_h)
+
+
+def _kernel_lstm_bwd(residuals, cotangents):
+    gates, cs, hs, h0, c0, w_h = residuals
+    d_hs, d_c_last = cotangents
+    d_gates, d_h0, d_c0 = kernel_backward(gates, cs, c0, w_h, d_hs, d_c_last)
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])  # [T, B, H]
+    d_w_h = jnp.einsum("tbh,tbg->hg", h_prev, d_gates)  # one matmul over all T * B rows
+    return d_gates, d_w_h, d_h0, d_c0
+
+
+kernel_lstm.defvjp(_kernel_lstm_fwd, _kernel_lstm_bwd)
 
 
 def scan_forward(xp, w_h, h0, c0):
@@ -92,6 +133,49 @@ def inputs(batch):
     return xp, w_h, jnp.zeros((batch, H)), jnp.zeros((batch, H))
 
 
+def kernel_logits(params, x, **_):
+    """``common.rnnkit_logits`` for an LSTM cell, its time loops the compiled ones."""
+    cell, dense = params
+    xp = jnp.swapaxes(x, 0, 1) @ cell.w_x + cell.b  # [T, B, 4H]
+    zeros = jnp.zeros((x.shape[0], cell.w_h.shape[0]), x.dtype)
+    hs, _ = kernel_lstm(xp, cell.w_h, zeros, zeros)
+    return dense(hs[-1])
+
+
+def xent(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def check_gradients(x, y):
+    """The kernel model's loss and gradients against rnnkit's (explicit BPTT), one device."""
+    params, _, _ = common.rnnkit_train_step("lstm", 28, H)
+
+    def loss(logits_fn):
+        return jax.jit(jax.value_and_grad(lambda p: xent(logits_fn(p, x), y)))(params)
+
+    (ours, d_ours), (theirs, d_theirs) = loss(kernel_logits), loss(common.rnnkit_logits)
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(d_theirs))
+    gap = max(float(jnp.max(jnp.abs(a - b)))
+              for a, b in zip(jax.tree.leaves(d_ours), jax.tree.leaves(d_theirs)))
+    if abs(float(ours) - float(theirs)) > 1e-5 or gap > 1e-4 * scale:
+        raise SystemExit(f"train step: the kernel's loss or gradients differ from rnnkit's "
+                         f"(loss {float(ours)} against {float(theirs)}, gradients by {gap:.2e})")
+    return gap / scale
+
+
+def time_train_steps(x, y, devices, rounds):
+    """Median ms of one train step, one call a step: rnnkit's against the kernel's loops."""
+    runs = {}
+    for name, logits in (("rnnkit", common.rnnkit_logits), ("kernel", kernel_logits)):
+        with patched(common, rnnkit_logits=logits):
+            params, opt_state, step = common.rnnkit_train_step("lstm", 28, H, devices=devices)
+            placed = common.place_batch(x, y, devices)
+            jax.block_until_ready(step(params, opt_state, *placed))  # traced under the patch
+        runs[name] = functools.partial(lambda *a, step=step: jax.block_until_ready(step(*a)),
+                                       params, opt_state, *placed)
+    return interleaved_median_ms(runs, rounds=rounds)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -115,6 +199,15 @@ def main():
         print(f"{name:28s} kernel {medians['kernel']:6.2f} ms  XLA scan {medians['scan']:6.2f} ms"
               f"  kernel / scan {medians['kernel'] / medians['scan']:.2f}  (max |diff| {gap:.1e})",
               flush=True)
+    x, y = common.book_batch(150, T, 28)
+    gap = check_gradients(x, y)
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        medians = time_train_steps(x, y, devices, args.rounds)
+        print(f"LSTM train step, B=150, {len(devices)} device(s): "
+              f"rnnkit {medians['rnnkit']:6.2f} ms  kernel loops {medians['kernel']:6.2f} ms  "
+              f"kernel / rnnkit "
+              f"{medians['kernel'] / medians['rnnkit']:.2f}  (gradients within {gap:.1e} of the "
+              f"largest)", flush=True)
 
 
 if __name__ == "__main__":
