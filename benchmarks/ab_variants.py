@@ -54,7 +54,7 @@ import rnnkit as rk
 import rnnkit.bptt as bptt
 import rnnkit.parallel as parallel
 import rnnkit.unroll as unroll_module
-from common import book_batch, interleaved_median_ms, place_batch, rnnkit_train_step
+from common import blocking, book_batch, interleaved_median_ms, place_batch, rnnkit_train_step
 from peer_models import rnnkit_fit_peer
 from rnnkit.activations import ACTIVATIONS
 from rnnkit.cells import LSTMStateTuple, gate_blocks
@@ -404,10 +404,6 @@ EXPERIMENTS = {
 }
 
 
-def _blocking(fn, *args):
-    return jax.block_until_ready(fn(*args))
-
-
 def time_train_steps(kind, variants, rounds, devices, loop=False):
     """Median ms per train step of each variant: one call a step, or (``loop``) rnnkit's
     training loop, ``STEPS_PER_CALL`` steps a call."""
@@ -424,7 +420,7 @@ def time_train_steps(kind, variants, rounds, devices, loop=False):
                                                         devices=devices)
             placed = place_batch(x, y, devices)
             jax.block_until_ready(step(params, opt_state, *placed))  # traced under the patch
-        runs[name] = functools.partial(_blocking, step, params, opt_state, *placed)
+        runs[name] = functools.partial(blocking, step, params, opt_state, *placed)
     medians = interleaved_median_ms(runs, rounds=rounds, steps=2 if loop else 6)
     return {name: ms / per_call for name, ms in medians.items()}
 
@@ -458,7 +454,7 @@ def time_matmul_dtypes(rounds, batch=150, units=150, steps=56):
             def body(h, _, w=w, matmul=matmul):
                 return jnp.tanh(matmul(h, w)[:, :units]), None
             chain = jax.jit(lambda h, body=body: jax.lax.scan(body, h, None, length=steps)[0])
-            runs[f"[{units},{count * units}] {name}"] = functools.partial(_blocking, chain, h0)
+            runs[f"[{units},{count * units}] {name}"] = functools.partial(blocking, chain, h0)
     return interleaved_median_ms(runs, rounds=rounds)
 
 

@@ -29,6 +29,11 @@ def median_ms(fn, *, steps=30, rounds=2, warmup=3):
     return statistics.median(times)
 
 
+def blocking(fn, *args):
+    """``fn(*args)``, waiting until its arrays are computed (for timing jitted calls)."""
+    return jax.block_until_ready(fn(*args))
+
+
 def interleaved_median_ms(fns, *, steps=6, rounds=10, warmup=3):
     """Median ms per call of each ``fns[name]()``, measured in interleaved rounds.
 

@@ -20,6 +20,7 @@ It then times, on the book's LSTM shapes (T=28, H=150):
 """
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import os
@@ -34,8 +35,8 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 import common
-from ab_variants import patched
-from common import interleaved_median_ms
+from ab_variants import patched, time_train_steps
+from common import blocking, interleaved_median_ms
 
 HERE = pathlib.Path(__file__).parent
 SOURCE = HERE / "ffi_lstm.cc"
@@ -163,19 +164,6 @@ def check_gradients(x, y):
     return gap / scale
 
 
-def time_train_steps(x, y, devices, rounds):
-    """Median ms of one train step, one call a step: rnnkit's against the kernel's loops."""
-    runs = {}
-    for name, logits in (("rnnkit", common.rnnkit_logits), ("kernel", kernel_logits)):
-        with patched(common, rnnkit_logits=logits):
-            params, opt_state, step = common.rnnkit_train_step("lstm", 28, H, devices=devices)
-            placed = common.place_batch(x, y, devices)
-            jax.block_until_ready(step(params, opt_state, *placed))  # traced under the patch
-        runs[name] = functools.partial(lambda *a, step=step: jax.block_until_ready(step(*a)),
-                                       params, opt_state, *placed)
-    return interleaved_median_ms(runs, rounds=rounds)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -193,16 +181,20 @@ def main():
         gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(kernel(*args_), scan(*args_)))
         if gap > 1e-5:
             raise SystemExit(f"{name}: the kernel differs from the scan by {gap:.2e}")
-        runs = {label: functools.partial(lambda f: jax.block_until_ready(f(*args_)), fn)
-                for label, fn in (("kernel", kernel), ("scan", scan))}
+        runs = {"kernel": functools.partial(blocking, kernel, *args_),
+                "scan": functools.partial(blocking, scan, *args_)}
         medians = interleaved_median_ms(runs, rounds=args.rounds)
         print(f"{name:28s} kernel {medians['kernel']:6.2f} ms  XLA scan {medians['scan']:6.2f} ms"
               f"  kernel / scan {medians['kernel'] / medians['scan']:.2f}  (max |diff| {gap:.1e})",
               flush=True)
     x, y = common.book_batch(150, T, 28)
     gap = check_gradients(x, y)
+    # rnnkit's book-workload step (ab_variants' timing, one call a step), as it is and with the
+    # compiled loops in place of its own
+    variants = {"rnnkit": contextlib.nullcontext,
+                "kernel": lambda: patched(common, rnnkit_logits=kernel_logits)}
     for devices in (jax.devices()[:1], jax.devices()[:2]):
-        medians = time_train_steps(x, y, devices, args.rounds)
+        medians = time_train_steps("lstm", variants, args.rounds, devices)
         print(f"LSTM train step, B=150, {len(devices)} device(s): "
               f"rnnkit {medians['rnnkit']:6.2f} ms  kernel loops {medians['kernel']:6.2f} ms  "
               f"kernel / rnnkit "
