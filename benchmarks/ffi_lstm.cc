@@ -119,6 +119,38 @@ static ffi::Error LstmBackwardImpl(F32 gates, F32 cs, F32 c0, F32 w_h, F32 d_hs,
   return ffi::Error::Success();
 }
 
+// LstmBackward, then the weight gradients after the loop, each one sgemm over all T * B rows (on
+// this thread, like the loops): the step's whole backward pass in one call.
+// hs [T, B, H] and h0 [B, H] (the h each step read), xs [T, B, I] (the inputs) -> also
+// d_w_h [H, 4H], d_w_x [I, 4H], d_b [4H]
+static ffi::Error LstmBackwardWeightsImpl(F32 gates, F32 cs, F32 c0, F32 w_h, F32 d_hs,
+                                          F32 d_c_last, F32 hs, F32 h0, F32 xs, F32Out d_gates,
+                                          F32Out d_h0, F32Out d_c0, F32Out d_w_h, F32Out d_w_x,
+                                          F32Out d_b) {
+  ffi::Error loop = LstmBackwardImpl(gates, cs, c0, w_h, d_hs, d_c_last, d_gates, d_h0, d_c0);
+  if (loop.failure()) return loop;
+  const auto dims = gates.dimensions();
+  const int T = dims[0], B = dims[1], G = dims[2], H = G / 4, I = xs.dimensions()[2];
+  const float* dg = d_gates->typed_data();
+  // d_w_h = h0^T d_gates[0] + hs[:-1]^T d_gates[1:]
+  scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, G, B, 1.0f, h0.typed_data(), H,
+                    dg, G, 0.0f, d_w_h->typed_data(), G);
+  if (T > 1) {
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, G, (T - 1) * B, 1.0f,
+                      hs.typed_data(), H, dg + static_cast<size_t>(B) * G, G, 1.0f,
+                      d_w_h->typed_data(), G);
+  }
+  scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I, G, T * B, 1.0f, xs.typed_data(),
+                    I, dg, G, 0.0f, d_w_x->typed_data(), G);
+  float* db = d_b->typed_data();
+  std::memset(db, 0, sizeof(float) * G);
+  for (size_t row = 0; row < static_cast<size_t>(T) * B; ++row) {
+#pragma omp simd
+    for (int j = 0; j < G; ++j) db[j] += dg[row * G + j];
+  }
+  return ffi::Error::Success();
+}
+
 // Six arrays in, three out.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, LstmBackwardImpl,
                               ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
@@ -128,3 +160,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, LstmBackwardImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, LstmForwardImpl,
                               ffi::Ffi::Bind().Attr<float>("forget_bias").Arg<F32>().Arg<F32>()
                                   .Arg<F32>().Arg<F32>().Ret<F32>().Ret<F32>().Ret<F32>());
+
+// Nine arrays in, six out.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackwardWeights, LstmBackwardWeightsImpl,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Ret<F32>());

@@ -15,8 +15,13 @@ It then times, on the book's LSTM shapes (T=28, H=150):
   device at B=75 and B=150, and split across two CPU devices (75 rows each), as ``rnnkit train``
   splits the book's batch on two cores;
 - the whole train step (forward, backward, Adam, one call a step) of the book's LSTM model with
-  both loops compiled (the weight gradients after the loop left to XLA), against rnnkit's own
-  step, whose loss and gradients it must match: on one device and split across two.
+  both loops compiled, against rnnkit's own step, whose loss and gradients it must match: on one
+  device and split across two. Around the compiled loops runs rnnkit's own code for the input
+  projection and, after the backward loop, the weight gradients (``kernel_lstm``); or the
+  backward call computes the weight gradients itself, one ``sgemm`` each on its thread
+  (``kernel_lstm_weights``);
+- rnnkit's training loop (``make_steps``, as ``rnnkit train`` runs it, split across two
+  devices) with its ``fused_rnn`` swapped for both of these.
 """
 
 import argparse
@@ -37,6 +42,9 @@ from jax.sharding import Mesh, PartitionSpec
 import common
 from ab_variants import patched, time_train_steps
 from common import blocking, interleaved_median_ms
+import rnnkit as rk
+import rnnkit.unroll
+from rnnkit import bptt
 
 HERE = pathlib.Path(__file__).parent
 SOURCE = HERE / "ffi_lstm.cc"
@@ -60,7 +68,8 @@ def build():
         os.replace(partial, LIBRARY)
     library = ctypes.cdll.LoadLibrary(str(LIBRARY))
     for name, handler in (("lstm_forward", library.LstmForward),
-                          ("lstm_backward", library.LstmBackward)):
+                          ("lstm_backward", library.LstmBackward),
+                          ("lstm_backward_weights", library.LstmBackwardWeights)):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
 
 
@@ -80,28 +89,62 @@ def kernel_backward(gates, cs, c0, w_h, d_hs, d_c_last):
                                               state, state))(gates, cs, c0, w_h, d_hs, d_c_last)
 
 
-@jax.custom_vjp
-def kernel_lstm(xp, w_h, h0, c0):
-    """Every step's h [T, B, H] and the last c [B, H], through the compiled loops."""
-    hs, cs, _ = kernel_forward(xp, w_h, h0, c0)
+def kernel_backward_weights(gates, cs, c0, w_h, d_hs, d_c_last, hs, h0, xs):
+    """``kernel_backward``'s outputs and the weight gradients d_w_h, d_w_x, d_b, all from one
+    compiled call (its loop, then one sgemm per weight over all T * B rows)."""
+    out = [jax.ShapeDtypeStruct(shape, jnp.float32)
+           for shape in (gates.shape, c0.shape, c0.shape, w_h.shape,
+                         (xs.shape[-1], gates.shape[-1]), gates.shape[-1:])]
+    return jax.ffi.ffi_call("lstm_backward_weights", tuple(out))(
+        gates, cs, c0, w_h, d_hs, d_c_last, hs, h0, xs)
+
+
+def _kernel_lstm(xs, w_x, b, w_h):
+    """Every step's h [T, B, H] and the last c [B, H] from time-major inputs ``xs [T, B, I]``
+    (zero initial state), through the compiled loops."""
+    hs, cs, _ = kernel_forward(*_projected(xs, w_x, b, w_h))
     return hs, cs[-1]
 
 
-def _kernel_lstm_fwd(xp, w_h, h0, c0):
+def _projected(xs, w_x, b, w_h):
+    t, batch, _ = xs.shape
+    xp = (bptt._rows(xs) @ w_x + b).reshape(t, batch, -1)  # [T, B, 4H]
+    zeros = jnp.zeros((batch, w_h.shape[0]), xs.dtype)
+    return xp, w_h, zeros, zeros
+
+
+def _kernel_lstm_fwd(xs, w_x, b, w_h):
+    xp, w_h, h0, c0 = _projected(xs, w_x, b, w_h)
     hs, cs, gates = kernel_forward(xp, w_h, h0, c0)
-    return (hs, cs[-1]), (gates, cs, hs, h0, c0, w_h)
+    return (hs, cs[-1]), (xs, w_x, gates, cs, hs, h0, c0, w_h)
 
 
 def _kernel_lstm_bwd(residuals, cotangents):
-    gates, cs, hs, h0, c0, w_h = residuals
+    xs, w_x, gates, cs, hs, h0, c0, w_h = residuals
     d_hs, d_c_last = cotangents
-    d_gates, d_h0, d_c0 = kernel_backward(gates, cs, c0, w_h, d_hs, d_c_last)
+    d_gates, _, _ = kernel_backward(gates, cs, c0, w_h, d_hs, d_c_last)
     h_prev = jnp.concatenate([h0[None], hs[:-1]])  # [T, B, H]
-    d_w_h = jnp.einsum("tbh,tbg->hg", h_prev, d_gates)  # one matmul over all T * B rows
-    return d_gates, d_w_h, d_h0, d_c0
+    d_w_x, d_b = bptt._projection_grads(xs, d_gates)
+    return (bptt._input_grad((w_x, None), d_gates), d_w_x, d_b,
+            bptt._weight_grad(h_prev, d_gates))
 
 
+def _kernel_lstm_bwd_weights(residuals, cotangents):
+    xs, w_x, gates, cs, hs, h0, c0, w_h = residuals
+    d_hs, d_c_last = cotangents
+    d_gates, _, _, d_w_h, d_w_x, d_b = kernel_backward_weights(gates, cs, c0, w_h, d_hs,
+                                                               d_c_last, hs, h0, xs)
+    return bptt._input_grad((w_x, None), d_gates), d_w_x, d_b, d_w_h
+
+
+# Around the compiled loops, ``kernel_lstm`` runs rnnkit's explicit BPTT's own code: the input
+# projection before the loop as one matmul, the weight and input gradients after the backward
+# loop (``rnnkit.bptt``'s helpers, so that XLA lays them out as it does there).
+# ``kernel_lstm_weights`` computes the weight gradients in the backward loop's call instead.
+kernel_lstm = jax.custom_vjp(_kernel_lstm)
 kernel_lstm.defvjp(_kernel_lstm_fwd, _kernel_lstm_bwd)
+kernel_lstm_weights = jax.custom_vjp(_kernel_lstm)
+kernel_lstm_weights.defvjp(_kernel_lstm_fwd, _kernel_lstm_bwd_weights)
 
 
 def scan_forward(xp, w_h, h0, c0):
@@ -134,27 +177,39 @@ def inputs(batch):
     return xp, w_h, jnp.zeros((batch, H)), jnp.zeros((batch, H))
 
 
-def kernel_logits(params, x, **_):
+def kernel_logits(params, x, *, lstm=kernel_lstm, **_):
     """``common.rnnkit_logits`` for an LSTM cell, its time loops the compiled ones."""
     cell, dense = params
-    xp = jnp.swapaxes(x, 0, 1) @ cell.w_x + cell.b  # [T, B, 4H]
-    zeros = jnp.zeros((x.shape[0], cell.w_h.shape[0]), x.dtype)
-    hs, _ = kernel_lstm(xp, cell.w_h, zeros, zeros)
+    hs, _ = lstm(jnp.swapaxes(x, 0, 1), cell.w_x, cell.b, cell.w_h)  # as dynamic_rnn does
     return dense(hs[-1])
+
+
+def kernel_fused_rnn(cell, xs, state0, valid, *, unroll=1, lstm=kernel_lstm):
+    """``rnnkit.bptt.fused_rnn`` for what the book's LSTM model passes it (no peepholes, no
+    ``sequence_length``, a zero initial state), its time loops the compiled ones: patched into
+    ``rnnkit.unroll`` to time rnnkit's own training loop on them."""
+    if not isinstance(cell, rk.LSTMCell) or cell.use_peepholes or valid is not None:
+        raise NotImplementedError("the probe's loops are a plain LSTM's, without masks")
+    if cell.forget_bias != FORGET_BIAS:
+        raise NotImplementedError(f"the probe's kernel is built for forget_bias={FORGET_BIAS}")
+    hs, c_last = lstm(xs, cell.w_x, cell.b, cell.w_h)
+    return hs, rk.LSTMStateTuple(c_last, hs[-1])
 
 
 def xent(logits, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def check_gradients(x, y):
-    """The kernel model's loss and gradients against rnnkit's (explicit BPTT), one device."""
+def check_gradients(x, y, lstm):
+    """The loss and gradients of the model on ``lstm`` (``kernel_lstm`` or
+    ``kernel_lstm_weights``) against rnnkit's (explicit BPTT), one device."""
     params, _, _ = common.rnnkit_train_step("lstm", 28, H)
 
     def loss(logits_fn):
         return jax.jit(jax.value_and_grad(lambda p: xent(logits_fn(p, x), y)))(params)
 
-    (ours, d_ours), (theirs, d_theirs) = loss(kernel_logits), loss(common.rnnkit_logits)
+    (ours, d_ours), (theirs, d_theirs) = (
+        loss(functools.partial(kernel_logits, lstm=lstm)), loss(common.rnnkit_logits))
     scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(d_theirs))
     gap = max(float(jnp.max(jnp.abs(a - b)))
               for a, b in zip(jax.tree.leaves(d_ours), jax.tree.leaves(d_theirs)))
@@ -188,18 +243,32 @@ def main():
               f"  kernel / scan {medians['kernel'] / medians['scan']:.2f}  (max |diff| {gap:.1e})",
               flush=True)
     x, y = common.book_batch(150, T, 28)
-    gap = check_gradients(x, y)
+    gaps = [check_gradients(x, y, lstm) for lstm in (kernel_lstm, kernel_lstm_weights)]
+    note = f"(gradients within {max(gaps):.1e} of the largest)"
     # rnnkit's book-workload step (ab_variants' timing, one call a step), as it is and with the
-    # compiled loops in place of its own
-    variants = {"rnnkit": contextlib.nullcontext,
-                "kernel": lambda: patched(common, rnnkit_logits=kernel_logits)}
+    # compiled loops in place of its own; then rnnkit's training loop (what `rnnkit train` runs),
+    # its fused_rnn swapped for the kernel's
+    one_call = {"rnnkit": contextlib.nullcontext,
+                "kernel": lambda: patched(common, rnnkit_logits=kernel_logits),
+                "kernel+weights": lambda: patched(common, rnnkit_logits=functools.partial(
+                    kernel_logits, lstm=kernel_lstm_weights))}
     for devices in (jax.devices()[:1], jax.devices()[:2]):
-        medians = time_train_steps("lstm", variants, args.rounds, devices)
-        print(f"LSTM train step, B=150, {len(devices)} device(s): "
-              f"rnnkit {medians['rnnkit']:6.2f} ms  kernel loops {medians['kernel']:6.2f} ms  "
-              f"kernel / rnnkit "
-              f"{medians['kernel'] / medians['rnnkit']:.2f}  (gradients within {gap:.1e} of the "
-              f"largest)", flush=True)
+        medians = time_train_steps("lstm", one_call, args.rounds, devices)
+        _print_steps(f"LSTM train step, B=150, {len(devices)} device(s)", medians, note)
+    loop = {"rnnkit": contextlib.nullcontext,
+            "kernel": lambda: patched(rnnkit.unroll, fused_rnn=kernel_fused_rnn),
+            "kernel+weights": lambda: patched(rnnkit.unroll, fused_rnn=functools.partial(
+                kernel_fused_rnn, lstm=kernel_lstm_weights))}
+    medians = time_train_steps("lstm", loop, args.rounds, jax.devices()[:2], loop=True)
+    _print_steps("LSTM training loop, B=150, 2 devices (ms a step)", medians, "")
+
+
+def _print_steps(name, medians, note):
+    ours = medians["rnnkit"]
+    print(f"{name}: rnnkit {ours:6.2f} ms  kernel loops {medians['kernel']:6.2f} ms "
+          f"({medians['kernel'] / ours:.2f}x)  with the weight gradients in the call "
+          f"{medians['kernel+weights']:6.2f} ms ({medians['kernel+weights'] / ours:.2f}x)  {note}",
+          flush=True)
 
 
 if __name__ == "__main__":
