@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
            batch-split,saved-states,weight-grads,in-loop,forward-matmuls,weight-grads-cost,
-           all-reduce,bfloat16,matmul-dtype]
+           all-reduce,fusion-emitters,bfloat16,matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
@@ -30,6 +30,9 @@ falls on them alike. The first variant of each experiment is the code as it is.
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
                 array, or as one operand of the all-reduce per array, or gathered from every
                 device (all-gather) and summed on each
+  fusion-emitters  XLA:CPU's default fusion emitters, or its older ones (every jitted function
+                compiled with ``compiler_options={"xla_cpu_use_fusion_emitters": False}``),
+                whichever ``rnnkit.speed.split_loop_compiler_options`` would pick
   bfloat16      BasicRNN: every matmul in float32; the loops' matmuls in bfloat16 (float32
                 sums); those and the weight gradients' matmuls in bfloat16
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16 and
@@ -53,6 +56,7 @@ from jax.flatten_util import ravel_pytree
 import rnnkit as rk
 import rnnkit.bptt as bptt
 import rnnkit.parallel as parallel
+import rnnkit.speed as speed
 import rnnkit.unroll as unroll_module
 from common import blocking, book_batch, interleaved_median_ms, place_batch, rnnkit_train_step
 from peer_models import rnnkit_fit_peer
@@ -318,6 +322,18 @@ def no_weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
     return (zeros(w_x), zeros(d_xp[0, 0])), jax.tree.map(zeros, params)
 
 
+_JIT = jax.jit
+
+
+def jit_with_options(options):
+    """``jax.jit`` that compiles with XLA ``options`` (None: the defaults) whatever its caller
+    asks for: a variant patches ``jax.jit`` with it while its step is built and traced."""
+    def jit(fun, **kwargs):
+        return _JIT(fun, **{**kwargs, "compiler_options": options})
+
+    return jit
+
+
 def per_array_pmean(tree):
     return jax.lax.pmean(tree, parallel.AXIS)
 
@@ -401,6 +417,9 @@ EXPERIMENTS = {
         "one-array": _as_is,
         "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean),
         "all-gather": lambda: patched(parallel, _mean_across_devices=gathered_mean)}),
+    "fusion-emitters": ("basic,lstm,gru", {
+        "default": lambda: patched(jax, jit=jit_with_options(None)),
+        "older": lambda: patched(jax, jit=jit_with_options(speed.OLDER_FUSION_EMITTERS))}),
 }
 
 

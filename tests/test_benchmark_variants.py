@@ -65,3 +65,17 @@ def test_chunks_must_divide_the_steps():
         cell = rk.BasicRNNCell(I, H, key=jax.random.key(0))
         with pytest.raises(AssertionError, match="T=12 is not a multiple of chunk=5"):
             _value_and_grads(cell, jnp.ones((B, T, I)))
+
+
+@pytest.mark.parametrize("options", [None, {"xla_cpu_use_fusion_emitters": False}])
+def test_jit_with_options_compiles_with_its_options_whatever_the_caller_asks(options):
+    """The fusion-emitters experiment's jit: the same numbers, and a bad option reaches XLA."""
+    def f(x):
+        return jnp.tanh(x) * 2.0 + jnp.sum(x)
+
+    x = jnp.linspace(-2.0, 2.0, 7)
+    jit = ab_variants.jit_with_options(options)
+    np.testing.assert_allclose(jit(f, compiler_options={"no_such_option": 1})(x), f(x),
+                               rtol=1e-6)
+    with pytest.raises(Exception, match="no_such_option"):
+        ab_variants.jit_with_options({"no_such_option": 1})(f)(x)
