@@ -14,7 +14,7 @@ import pytest
 
 from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.evaluate import evaluate
-from rnnkit import parallel
+from rnnkit import parallel, speed
 from rnnkit.parallel import batch_devices, bounded_queue, data_parallel, use_cpu_cores
 from rnnkit import steps as steps_module
 from rnnkit import train as train_module
@@ -87,7 +87,8 @@ def test_averaging_as_one_flat_array_gives_the_bits_of_a_mean_per_array(cell, mo
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("cell, devices", [("basic", None), ("lstm", None), ("gru", TWO)])
+@pytest.mark.parametrize("cell, devices", [("basic", None), ("lstm", None), ("gru", TWO),
+                                          ("lstm", TWO)])
 def test_steps_in_one_call_compute_the_steps_one_by_one(cell, devices):
     config = TINY.replace(cell=cell, lr=0.01)
     data = tiny_datasets().train
@@ -227,3 +228,28 @@ def test_thousands_of_queued_split_steps_do_not_deadlock():
     assert done.returncode == 0, done.stderr[-2000:]
     steps, loss = done.stdout.split()
     assert steps == "2000" and np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("cell, layers, bptt, older", [
+    ("lstm", 1, "auto", True), ("lstm", 2, "fused", True), ("lstm", 1, "autodiff", False),
+    ("basic", 1, "auto", False), ("gru", 2, "auto", False)])
+def test_the_split_training_loop_of_an_lstm_model_compiles_with_the_older_emitters(
+        cell, layers, bptt, older, monkeypatch):
+    """speed.py's rule, and make_steps compiling with it (jax.jit is recorded)."""
+    config = TINY.replace(cell=cell, layers=layers)
+    state = init_state(config)
+    expected = speed.OLDER_FUSION_EMITTERS if older else {}
+    assert speed.split_loop_compiler_options(state.model, TWO, bptt) == expected
+    assert expected == {} or expected == {"xla_cpu_use_fusion_emitters": False}
+    jit, options = jax.jit, []
+
+    def recorded(fun, **kwargs):
+        options.append(kwargs.get("compiler_options"))
+        return jit(fun, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", recorded)
+    steps = make_steps(make_optimizer(config), bptt=bptt, devices=TWO)
+    index = np.arange(20).reshape(2, 10)
+    steps(state, jnp.zeros(2), jnp.asarray(-1, jnp.int32), *place_data(tiny_datasets().train, TWO),
+          index)
+    assert options == [expected or None]

@@ -18,9 +18,23 @@ looks at the cell only: the explicit BPTT for the built-in cells; autodiff for c
 own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward
 loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
 
+XLA:CPU's compiler options: ``make_steps`` (the training loop of ``fit`` and ``rnnkit train``)
+compiles a model with an LSTM layer, split across two or more CPU devices, with XLA:CPU's older
+fusion emitters (``split_loop_compiler_options``). In the book's LSTM training loop on two cores
+(machine C, AMD EPYC) they took 0.82-0.93x the time of the default emitters in three interleaved
+runs (``benchmarks/ab_variants.py --experiments fusion-emitters --cells lstm --devices 2 --loop``),
+but 1.03-1.05x for BasicRNN and GRU, and 1.03x for the LSTM step called once a step
+(``make_train_step``, which keeps the default). In a profile of the default, the kernel that joins
+the gradients into the all-reduce's flat array held each pool thread 5-6 ms a step; 0.3 ms with
+the older emitters.
+
 On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
 before this rule applies. No GPU has been available to measure that choice.
 """
+
+import jax
+
+from rnnkit.cells import LSTMCell
 
 # Cells whose default loop is the explicit BPTT (by class name: the rule is data, not code).
 FUSED_BY_DEFAULT = frozenset({"BasicRNNCell", "LSTMCell", "GRUCell"})
@@ -32,3 +46,17 @@ DEFAULT_UNROLL = 1
 def prefer_fused(cell):
     """Whether the explicit BPTT is the default loop for ``cell`` (a fusable cell)."""
     return type(cell).__name__ in FUSED_BY_DEFAULT
+
+
+# XLA:CPU's compiler options for the split training loop of models with an LSTM layer.
+OLDER_FUSION_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def split_loop_compiler_options(model, devices, bptt):
+    """The compiler options ``make_steps`` compiles ``model``'s training loop with, split
+    across ``devices`` (two or more): XLA:CPU's older fusion emitters for a model with an
+    LSTM layer on the explicit BPTT (``bptt`` "auto" or "fused") on CPU devices, else none."""
+    if devices[0].platform != "cpu" or bptt not in ("auto", "fused"):
+        return {}
+    layers = jax.tree.leaves(model, is_leaf=lambda node: isinstance(node, LSTMCell))
+    return OLDER_FUSION_EMITTERS if any(isinstance(n, LSTMCell) for n in layers) else {}

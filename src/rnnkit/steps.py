@@ -16,6 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from rnnkit import speed
 from rnnkit.model import loss_and_accuracy
 from rnnkit.parallel import AXIS, batch_sharding, bounded_queue, data_parallel
 from rnnkit.progress import step_bar
@@ -109,7 +110,6 @@ def make_steps(optimizer, *, bptt="auto", devices=None):
     """
     step = _step(optimizer, bptt, devices)
 
-    @jax.jit
     def steps(state, sums, first_bad, images, labels, index):
         def body(carry, rows):
             state, sums, first_bad = carry
@@ -122,10 +122,19 @@ def make_steps(optimizer, *, bptt="auto", devices=None):
         return state, sums, first_bad, metrics[-1]
 
     if not _splits(devices):
-        return steps
+        return jax.jit(steps)
     split_rows = NamedSharding(batch_sharding(devices).mesh, PartitionSpec(None, AXIS))
-    return bounded_queue(lambda state, sums, first_bad, images, labels, index: steps(
-        state, sums, first_bad, images, labels, jax.device_put(index, split_rows)))
+    compiled = {}  # one jitted function per set of compiler options (speed.py's rule)
+
+    def split_steps(state, sums, first_bad, images, labels, index):
+        options = speed.split_loop_compiler_options(state.model, devices, bptt)
+        key = tuple(sorted(options.items()))
+        if key not in compiled:
+            compiled[key] = jax.jit(steps, compiler_options=options or None)
+        return compiled[key](state, sums, first_bad, images, labels,
+                             jax.device_put(index, split_rows))
+
+    return bounded_queue(split_steps)
 
 
 def place_data(data, devices):
