@@ -21,12 +21,13 @@ loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no fast
 XLA:CPU's compiler options: ``make_steps`` (the training loop of ``fit`` and ``rnnkit train``)
 compiles a model with an LSTM layer, split across two or more CPU devices, with XLA:CPU's older
 fusion emitters (``split_loop_compiler_options``). In the book's LSTM training loop on two cores
-(machine C, AMD EPYC) they took 0.82-0.93x the time of the default emitters in three interleaved
-runs (``benchmarks/ab_variants.py --experiments fusion-emitters --cells lstm --devices 2 --loop``),
-but 1.03-1.05x for BasicRNN and GRU, and 1.03x for the LSTM step called once a step
-(``make_train_step``, which keeps the default). In a profile of the default, the kernel that joins
-the gradients into the all-reduce's flat array held each pool thread 5-6 ms a step; 0.3 ms with
-the older emitters.
+(machine C, AMD EPYC) they took 0.82-0.96x the time of the default emitters in interleaved runs
+(``benchmarks/ab_variants.py --experiments fusion-emitters --devices 2 --loop``), but
+1.01-1.05x for BasicRNN and GRU, and 1.03-1.05x for the LSTM step called once a step
+(``make_train_step``), which keep the default (BENCHMARKS.md, machine C). In a profile of the LSTM loop with the default
+emitters, the kernel that joins the gradients into the all-reduce's flat array took 11.9 ms a
+step summed over both pool threads, 0.55 ms with the older ones; but averaging the gradients
+array by array, with no such kernel, was no faster, so that kernel alone does not explain it.
 
 On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
 before this rule applies. No GPU has been available to measure that choice.
