@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
            batch-split,saved-states,weight-grads,in-loop,forward-matmuls,weight-grads-cost,
            all-reduce,fusion-emitters,bfloat16,matmul-dtype]
-           [--cells basic,lstm,gru] [--devices 1] [--loop] [--rounds 15]
+           [--cells basic,lstm,gru] [--devices 1] [--loop] [--long] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
 traced; then all variants of an experiment are timed in interleaved rounds, so machine noise
@@ -41,7 +41,9 @@ falls on them alike. The first variant of each experiment is the code as it is.
 --cells picks among each experiment's own cells; --devices 2 times the step split across two CPU
 devices, as ``rnnkit train`` runs it on two cores; --loop times rnnkit's training loop
 (``rnnkit.steps.make_steps``, 32 steps a call, as ``rnnkit train`` and ``peers.py``'s
-"rnnkit-fit" run it; the time of a step is the call's divided by 32) instead of one call a step.
+"rnnkit-fit" run it; the time of a step is the call's divided by 32) instead of one call a step;
+--long times the long-sequence workload (B=32, T=1000, I=32, H=128, peers.py's (b)) instead of
+the book's (B=150, T=28, I=28, H=150).
 """
 
 import argparse
@@ -423,24 +425,30 @@ EXPERIMENTS = {
 }
 
 
-def time_train_steps(kind, variants, rounds, devices, loop=False):
+BOOK, LONG = (150, 28, 28, 150), (32, 1000, 32, 128)  # (B, T, I, H)
+
+
+def time_train_steps(kind, variants, rounds, devices, loop=False, shape=BOOK):
     """Median ms per train step of each variant: one call a step, or (``loop``) rnnkit's
-    training loop, ``STEPS_PER_CALL`` steps a call."""
-    x, y = book_batch(150, 28, 28)
+    training loop, ``STEPS_PER_CALL`` steps a call; on the book's workload or ``shape``."""
+    batch, steps, inputs, units = shape
+    x, y = book_batch(batch, steps, inputs)
     runs, per_call = {}, 1
     for name, patch in variants.items():
         with patch():
             if loop:
-                peer = rnnkit_fit_peer(kind, np.asarray(x), np.asarray(y), 150, devices=devices)
+                peer = rnnkit_fit_peer(kind, np.asarray(x), np.asarray(y), units,
+                                       devices=devices)
                 peer.train_step()  # traced under the patch
                 runs[name], per_call = peer.train_step, peer.steps_per_call
                 continue
-            params, opt_state, step = rnnkit_train_step(kind, 28, 150, bptt="fused",
+            params, opt_state, step = rnnkit_train_step(kind, inputs, units, bptt="fused",
                                                         devices=devices)
             placed = place_batch(x, y, devices)
             jax.block_until_ready(step(params, opt_state, *placed))  # traced under the patch
         runs[name] = functools.partial(blocking, step, params, opt_state, *placed)
-    medians = interleaved_median_ms(runs, rounds=rounds, steps=2 if loop else 6)
+    calls = (2 if loop else 6) if shape == BOOK else 1
+    medians = interleaved_median_ms(runs, rounds=rounds, steps=calls)
     return {name: ms / per_call for name, ms in medians.items()}
 
 
@@ -487,6 +495,9 @@ def main():
     parser.add_argument("--loop", action="store_true",
                         help="time rnnkit's training loop (make_steps), not one call a step")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--long", action="store_true",
+                        help="the long-sequence workload (B=32, T=1000, I=32, H=128), one call "
+                             "a round, instead of the book's")
     args = parser.parse_args()
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
@@ -503,7 +514,8 @@ def main():
         kinds, variants = EXPERIMENTS[experiment]
         own = kinds.split(",")  # an experiment's patches touch only its own cells
         for kind in [k for k in (args.cells or kinds).split(",") if k in own]:
-            medians = time_train_steps(kind, variants, args.rounds, devices, args.loop)
+            medians = time_train_steps(kind, variants, args.rounds, devices, args.loop,
+                                       LONG if args.long else BOOK)
             first = next(iter(medians.values()))
             print(f"{experiment:12s} {kind:5s} " + "  ".join(
                 f"{n} {ms:.2f} ms ({ms / first:.2f}x)" for n, ms in medians.items()),
