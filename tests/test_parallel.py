@@ -230,16 +230,18 @@ def test_thousands_of_queued_split_steps_do_not_deadlock():
     assert steps == "2000" and np.isfinite(float(loss))
 
 
+@pytest.mark.parametrize("devices", [TWO, None])
 @pytest.mark.parametrize("cell, layers, bptt, older", [
     ("lstm", 1, "auto", True), ("lstm", 2, "fused", True), ("lstm", 1, "autodiff", False),
     ("basic", 1, "auto", False), ("gru", 2, "auto", False)])
-def test_the_split_training_loop_of_an_lstm_model_compiles_with_the_older_emitters(
-        cell, layers, bptt, older, monkeypatch):
-    """speed.py's rule, and make_steps compiling with it (jax.jit is recorded)."""
+def test_the_training_loop_of_an_lstm_model_compiles_with_the_older_emitters(
+        cell, layers, bptt, older, devices, monkeypatch):
+    """speed.py's rule, and make_steps compiling with it (jax.jit is recorded), split across two
+    devices or on the default one."""
     config = TINY.replace(cell=cell, layers=layers)
     state = init_state(config)
     expected = speed.OLDER_FUSION_EMITTERS if older else {}
-    assert speed.split_loop_compiler_options(state.model, TWO, bptt) == expected
+    assert speed.loop_compiler_options(state.model, devices, bptt) == expected
     assert expected == {} or expected == {"xla_cpu_use_fusion_emitters": False}
     jit, options = jax.jit, []
 
@@ -248,8 +250,10 @@ def test_the_split_training_loop_of_an_lstm_model_compiles_with_the_older_emitte
         return jit(fun, **kwargs)
 
     monkeypatch.setattr(jax, "jit", recorded)
-    steps = make_steps(make_optimizer(config), bptt=bptt, devices=TWO)
+    steps = make_steps(make_optimizer(config), bptt=bptt, devices=devices)
     index = np.arange(20).reshape(2, 10)
-    steps(state, jnp.zeros(2), jnp.asarray(-1, jnp.int32), *place_data(tiny_datasets().train, TWO),
-          index)
+    data = place_data(tiny_datasets().train, devices or jax.devices()[:1])
+    for _ in range(2):  # compiled once
+        state, *_ = steps(state, jnp.zeros(2), jnp.asarray(-1, jnp.int32), *data, index)
     assert options == [expected or None]
+    assert int(state.step) == 4

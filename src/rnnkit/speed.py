@@ -19,15 +19,17 @@ own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step 
 loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
 
 XLA:CPU's compiler options: ``make_steps`` (the training loop of ``fit`` and ``rnnkit train``)
-compiles a model with an LSTM layer, split across two or more CPU devices, with XLA:CPU's older
-fusion emitters (``split_loop_compiler_options``). In the book's LSTM training loop on two cores
-(machine C, AMD EPYC) they took 0.82-0.96x the time of the default emitters in interleaved runs
-(``benchmarks/ab_variants.py --experiments fusion-emitters --devices 2 --loop``), but
-1.01-1.05x for BasicRNN and GRU, and 1.03-1.05x for the LSTM step called once a step
-(``make_train_step``), which keep the default (BENCHMARKS.md, machine C). In a profile of the LSTM loop with the default
-emitters, the kernel that joins the gradients into the all-reduce's flat array took 11.9 ms a
-step summed over both pool threads, 0.55 ms with the older ones; but averaging the gradients
-array by array, with no such kernel, was no faster, so that kernel alone does not explain it.
+compiles a model with an LSTM layer on CPU devices with XLA:CPU's older fusion emitters
+(``loop_compiler_options``). In the book's LSTM training loop (machine C, AMD EPYC, 2 cores) they
+took 0.82-0.96x the time of the default emitters split across two devices and 0.92-0.94x on one,
+in interleaved runs (``benchmarks/ab_variants.py --experiments fusion-emitters --loop``); for
+BasicRNN and GRU 0.98-1.05x, for the LSTM step called once a step (``make_train_step``)
+1.01-1.05x, so those keep the default. On long sequences (``--long``: T=1000) the LSTM loop took
+1.00-1.02x: the rule does not look at T, as the cost there is within the spread. In a profile of
+the split LSTM loop with the default emitters, the kernel that joins the gradients into the
+all-reduce's flat array took 11.9 ms a step summed over both pool threads, 0.55 ms with the older
+ones; but averaging the gradients array by array, with no such kernel, was no faster, and one
+device gains too, so that kernel alone does not explain it (BENCHMARKS.md, machine C).
 
 On a GPU, ``"auto"`` hands LSTM layers that cuDNN computes exactly to cuDNN (``cudnn.py``)
 before this rule applies. No GPU has been available to measure that choice.
@@ -49,15 +51,16 @@ def prefer_fused(cell):
     return type(cell).__name__ in FUSED_BY_DEFAULT
 
 
-# XLA:CPU's compiler options for the split training loop of models with an LSTM layer.
+# XLA:CPU's compiler options for the training loop of models with an LSTM layer.
 OLDER_FUSION_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
 
 
-def split_loop_compiler_options(model, devices, bptt):
-    """The compiler options ``make_steps`` compiles ``model``'s training loop with, split
-    across ``devices`` (two or more): XLA:CPU's older fusion emitters for a model with an
+def loop_compiler_options(model, devices, bptt):
+    """The compiler options ``make_steps`` compiles ``model``'s training loop with, on
+    ``devices`` (None: JAX's default device): XLA:CPU's older fusion emitters for a model with an
     LSTM layer on the explicit BPTT (``bptt`` "auto" or "fused") on CPU devices, else none."""
-    if devices[0].platform != "cpu" or bptt not in ("auto", "fused"):
+    platform = (devices[0] if devices else jax.devices()[0]).platform
+    if platform != "cpu" or bptt not in ("auto", "fused"):
         return {}
     layers = jax.tree.leaves(model, is_leaf=lambda node: isinstance(node, LSTMCell))
     return OLDER_FUSION_EMITTERS if any(isinstance(n, LSTMCell) for n in layers) else {}

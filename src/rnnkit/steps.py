@@ -121,20 +121,20 @@ def make_steps(optimizer, *, bptt="auto", devices=None):
         (state, sums, first_bad), metrics = jax.lax.scan(body, (state, sums, first_bad), index)
         return state, sums, first_bad, metrics[-1]
 
-    if not _splits(devices):
-        return jax.jit(steps)
-    split_rows = NamedSharding(batch_sharding(devices).mesh, PartitionSpec(None, AXIS))
     compiled = {}  # one jitted function per set of compiler options (speed.py's rule)
 
-    def split_steps(state, sums, first_bad, images, labels, index):
-        options = speed.split_loop_compiler_options(state.model, devices, bptt)
+    def jitted(state):
+        options = speed.loop_compiler_options(state.model, devices, bptt)
         key = tuple(sorted(options.items()))
         if key not in compiled:
             compiled[key] = jax.jit(steps, compiler_options=options or None)
-        return compiled[key](state, sums, first_bad, images, labels,
-                             jax.device_put(index, split_rows))
+        return compiled[key]
 
-    return bounded_queue(split_steps)
+    if not _splits(devices):
+        return lambda state, *rest: jitted(state)(state, *rest)
+    split_rows = NamedSharding(batch_sharding(devices).mesh, PartitionSpec(None, AXIS))
+    return bounded_queue(lambda state, sums, first_bad, images, labels, index: jitted(state)(
+        state, sums, first_bad, images, labels, jax.device_put(index, split_rows)))
 
 
 def place_data(data, devices):
