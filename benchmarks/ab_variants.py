@@ -32,7 +32,7 @@ falls on them alike. The first variant of each experiment is the code as it is.
                 device (all-gather) and summed on each
   fusion-emitters  XLA:CPU's default fusion emitters, or its older ones (every jitted function
                 compiled with ``compiler_options={"xla_cpu_use_fusion_emitters": False}``),
-                whichever ``rnnkit.speed.split_loop_compiler_options`` would pick
+                whatever ``rnnkit.speed.loop_compiler_options`` would pick
   bfloat16      BasicRNN: every matmul in float32; the loops' matmuls in bfloat16 (float32
                 sums); those and the weight gradients' matmuls in bfloat16
   matmul-dtype  not a train step: a scan of 56 recurrent matmuls, float32 against bfloat16 and
