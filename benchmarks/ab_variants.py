@@ -1,8 +1,8 @@
 """Variants of the explicit BPTT's inner loops, timed side by side in one process.
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
-           batch-split,saved-states,weight-grads,in-loop,forward-matmuls,weight-grads-cost,
-           all-reduce,fusion-emitters,bfloat16,matmul-dtype]
+           batch-split,saved-states,weight-grads,in-loop,forward-matmuls,backward-factors,
+           weight-grads-cost,all-reduce,fusion-emitters,bfloat16,matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--long] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
@@ -25,6 +25,9 @@ falls on them alike. The first variant of each experiment is the code as it is.
                 the chunk's rows)
   forward-matmuls  BasicRNN, LSTM: the forward step's two matmuls (x_t w_x, h w_h), or one over
                 ``[x_t, h]``
+  backward-factors  LSTM: the backward loop computes each step's gate-gradient factors (tanh(c),
+                the gates' derivatives) from the saved gates, or reads them computed for all
+                steps before the loop in one element-wise pass (the loop then only multiplies)
   weight-grads-cost  timing only: the weight gradients computed, or replaced by zeros (wrong
                 gradients), to show what computing them costs the step
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
@@ -208,14 +211,19 @@ def _previous_states_bwd(spec, unroll, residuals, cotangents):
     return d_projection, d_params, bptt._input_grad(projection, d_xp), d_state0, None
 
 
-def previous_states_recurrence():
-    """``bptt._recurrence`` saving the previous states (a variant tried, not kept)."""
+def recurrence_with(fwd, bwd):
+    """``bptt._recurrence`` (the same forward function) with its VJP's two halves replaced."""
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
     def recurrence(spec, unroll, projection, params, xs, state0, valid):
         return bptt._recurrence.fun(spec, unroll, projection, params, xs, state0, valid)
 
-    recurrence.defvjp(_previous_states_fwd, _previous_states_bwd)
+    recurrence.defvjp(fwd, bwd)
     return recurrence
+
+
+def previous_states_recurrence():
+    """``bptt._recurrence`` saving the previous states (a variant tried, not kept)."""
+    return recurrence_with(_previous_states_fwd, _previous_states_bwd)
 
 
 def bf16_matmul(a, b):
@@ -303,13 +311,41 @@ def _in_loop_bwd(spec, unroll, residuals, cotangents, chunk=1, transposed=False)
 
 def in_loop_recurrence(chunk=1, transposed=False):
     """``bptt._recurrence`` with the weight gradients summed inside the backward loop."""
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-    def recurrence(spec, unroll, projection, params, xs, state0, valid):
-        return bptt._recurrence.fun(spec, unroll, projection, params, xs, state0, valid)
+    return recurrence_with(bptt._recurrence_fwd,
+                           functools.partial(_in_loop_bwd, chunk=chunk, transposed=transposed))
 
-    recurrence.defvjp(bptt._recurrence_fwd,
-                      functools.partial(_in_loop_bwd, chunk=chunk, transposed=transposed))
-    return recurrence
+
+def _coefficients_bwd(spec, unroll, residuals, cotangents):
+    """``bptt._recurrence_bwd`` (LSTM without peepholes; full sequences) whose loop only
+    multiplies: what each step's gate gradients are multiplied by (``tanh(c)`` and the gates'
+    derivatives) is computed for all steps before the loop, in one element-wise pass."""
+    projection, params, xs, state0, states, saved, valid = residuals
+    assert spec.kind == "lstm" and params[1] is None and valid is None, "see docstring"
+    d_outputs, d_final = cotangents
+    prevs = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s[:-1]]), state0, states)
+    w_h, _ = params
+    i, f, g, o = saved
+    tanh_c = jnp.tanh(states.c)
+    factors = (tanh_c * bptt._sigmoid_grad(o), o * (1.0 - tanh_c * tanh_c),
+               g * bptt._sigmoid_grad(i), prevs.c * bptt._sigmoid_grad(f), i * (1.0 - g * g), f)
+
+    def body(d_state, inputs):
+        d_out_t, (k_o, k_c, k_i, k_f, k_g, f_t) = inputs
+        d_h = d_state.h + d_out_t
+        d_c = d_state.c + d_h * k_c
+        d_z = bptt._join([d_c * k_i, d_c * k_f, d_c * k_g, d_h * k_o])
+        return LSTMStateTuple(d_c * f_t, d_z @ w_h.T), d_z
+
+    d_state0, d_xp = jax.lax.scan(body, d_final, (d_outputs, factors), reverse=True,
+                                  unroll=unroll)
+    d_projection, d_params = bptt._weight_grads(spec, params, xs, prevs, states, saved, d_xp,
+                                                None)
+    return d_projection, d_params, bptt._input_grad(projection, d_xp), d_state0, None
+
+
+def coefficients_recurrence():
+    """``bptt._recurrence`` with the backward loop's factors computed before it."""
+    return recurrence_with(bptt._recurrence_fwd, _coefficients_bwd)
 
 
 def no_weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
@@ -412,6 +448,9 @@ EXPERIMENTS = {
     "forward-matmuls": ("basic,lstm", {
         "two": _as_is,
         "joint": lambda: patched(bptt, _forward=joint_forward)}),
+    "backward-factors": ("lstm", {
+        "in-loop": _as_is,
+        "before-loop": lambda: patched(bptt, _recurrence=coefficients_recurrence())}),
     "weight-grads-cost": ("basic,lstm,gru", {
         "computed": _as_is,
         "zeros-timing-only": lambda: patched(bptt, _weight_grads=no_weight_grads)}),

@@ -37,10 +37,14 @@ def _value_and_grads(cell, xs):
     return jax.value_and_grad(loss, argnums=(0, 1))(cell, xs)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("kind", ["basic", "lstm"])
+LSTM_VARIANTS = {"backward-factors": ("_recurrence", ab_variants.coefficients_recurrence())}
+CASES = [(kind, variant) for kind in ("basic", "lstm") for variant in VARIANTS] + [
+    ("lstm", variant) for variant in LSTM_VARIANTS]
+
+
+@pytest.mark.parametrize(("kind", "variant"), CASES)
 def test_variant_computes_the_library_gradients(kind, variant):
-    name, replacement = VARIANTS[variant]
+    name, replacement = {**VARIANTS, **LSTM_VARIANTS}[variant]
     calls = []
 
     def counted(*args, **kwargs):
