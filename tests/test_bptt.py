@@ -9,6 +9,8 @@ import pytest
 
 import rnnkit as rk
 from rnnkit.bptt import fusable
+from rnnkit.cells import LSTMStateTuple
+from rnnkit.cudnn import cudnn_applies
 from rnnkit.model import top_hidden
 
 T, B, I, H = 5, 4, 3, 6
@@ -119,6 +121,34 @@ def _loop_of(cell, x, **kwargs):
     return "fused" if "custom_vjp_call" in names else "autodiff"
 
 
+def _reverse_scans(jaxpr):
+    """The reverse scans in ``jaxpr`` and in the jaxprs nested in its equations."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan" and eqn.params["reverse"]:
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _reverse_scans(sub)
+    return found
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_backward_loop_carries_only_the_state(name, lengths):
+    """Each layer's backward loop carries its state's cotangent and nothing else: the weight
+    gradients are summed after the loop, not in it."""
+    cell, x, state0 = _problem(name, jnp.float32)
+    lengths = None if lengths is None else jnp.asarray(lengths)
+    grad = jax.grad(lambda c: _loss(c, x, state0, lengths, "fused"))
+    reverse = _reverse_scans(jax.make_jaxpr(grad)(cell).jaxpr)
+    layers = cell.cells if isinstance(cell, rk.MultiRNNCell) else [cell]
+    expected = sorted(len(jax.tree.leaves(layer.zero_state(B))) for layer in layers)
+    assert sorted(e.params["num_carry"] for e in reverse) == expected
+
+
 @pytest.mark.parametrize("name", CELL_NAMES)
 def test_auto_runs_the_explicit_bptt_for_built_in_cells(name):
     cell = _cells(jax.random.key(0))[name]
@@ -161,6 +191,38 @@ def test_user_cell_without_split_runs_on_autodiff():
     assert _loop_of(Doubler(), x) == "autodiff"
     with pytest.raises(ValueError, match="got Doubler"):
         rk.dynamic_rnn(Doubler(), x, bptt="fused")
+
+
+@rk.pytree.pytree_dataclass
+class DoubledLSTM(rk.LSTMCell):
+    """A user's variant of the built-in LSTM: its own step (twice the LSTM's ``h``)."""
+
+    def recurrent_step(self, projected, state):
+        h, new = super().recurrent_step(projected, state)
+        return 2.0 * h, LSTMStateTuple(new.c, 2.0 * h)
+
+
+def test_a_subclass_of_a_built_in_cell_runs_its_own_step():
+    """The built-in explicit BPTT computes the built-in classes' steps only: a subclass that
+    overrides ``recurrent_step`` runs on autodiff by default and on the generic explicit BPTT
+    with ``bptt="fused"``, both with its own step."""
+    base = _randomised(rk.LSTMCell(I, H, key=jax.random.key(0)), jnp.float32)
+    cell = DoubledLSTM.from_weights(base.w_x, base.w_h, base.b)
+    x = jax.random.normal(jax.random.key(2), (B, T, I))
+    assert not fusable(cell) and fusable(base)
+    assert not cudnn_applies(cell, None, False) and cudnn_applies(base, None, False)
+    assert _loop_of(cell, x) == "autodiff"
+
+    def loss(cell, x, bptt):
+        outputs, state = rk.dynamic_rnn(cell, x, sequence_length=LENGTHS, bptt=bptt)
+        return jnp.sum(jnp.sin(outputs)) + sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state))
+
+    reference = jax.value_and_grad(loss, argnums=(0, 1))(cell, x, "autodiff")
+    for bptt in ("auto", "fused"):
+        got = jax.value_and_grad(loss, argnums=(0, 1))(cell, x, bptt)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(reference), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.isclose(loss(base, x, "fused"), reference[0], rtol=1e-3)
 
 
 @pytest.mark.parametrize("bad", [dict(bptt="fast"), dict(unroll=0), dict(unroll=2.0)])

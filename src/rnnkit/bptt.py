@@ -40,10 +40,12 @@ class _Spec(NamedTuple):
 
 
 def fusable(cell):
-    """Whether ``cell`` is a built-in cell that the explicit BPTT supports."""
-    if isinstance(cell, BasicRNNCell):
+    """Whether ``cell`` is a built-in cell that the explicit BPTT supports. Its type must be the
+    built-in class itself: a subclass may compute its step in its own way (one that overrides
+    ``recurrent_step`` runs on the generic explicit BPTT instead, ``bptt_generic.py``)."""
+    if type(cell) is BasicRNNCell:
         return activation_name(cell.activation) in _DERIVATIVE_FROM_OUTPUT
-    return isinstance(cell, (LSTMCell, GRUCell))
+    return type(cell) in (LSTMCell, GRUCell)
 
 
 def fused_rnn(cell, xs, state0, valid, *, unroll=1):

@@ -28,8 +28,9 @@ def cudnn_backend():
 
 
 def cudnn_applies(cell, lengths, dropout):
-    """Whether cuDNN computes exactly what ``cell`` does over a full batch of sequences."""
-    return (isinstance(cell, LSTMCell) and not cell.use_peepholes and lengths is None
+    """Whether cuDNN computes exactly what ``cell`` does over a full batch of sequences (an
+    ``LSTMCell`` itself: a subclass may compute its step in its own way)."""
+    return (type(cell) is LSTMCell and not cell.use_peepholes and lengths is None
             and not dropout and cell.w_x.dtype == jnp.float32)
 
 
