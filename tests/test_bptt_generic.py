@@ -181,6 +181,36 @@ def test_backward_loop_carries_only_the_state():
     assert len(reverse) == 1 and reverse[0].params["num_carry"] == len(jax.tree.leaves(state0))
 
 
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_dynamic_rnn_takes_a_split_cell_to_the_generic_bptt_when_asked(lengths):
+    """Through ``dynamic_rnn``, a user's split cell runs on autodiff by default ("auto": the
+    generic explicit BPTT measured slower for gated cells) and on the generic explicit BPTT with
+    ``bptt="fused"``; both give the same outputs and gradients."""
+    cell = _cell("mgu")
+    x = np.random.default_rng(2).standard_normal((B, T, I)).astype(np.float32)
+    lengths = None if lengths is None else jnp.asarray(lengths)
+
+    def run(cell, x, bptt):
+        return rk.dynamic_rnn(cell, x, sequence_length=lengths, bptt=bptt)
+
+    def calls(bptt):
+        eqns = jax.make_jaxpr(lambda x: run(cell, x, bptt))(x).jaxpr.eqns
+        return {eqn.primitive.name for eqn in eqns}
+
+    assert "custom_vjp_call" in calls("fused")
+    assert "custom_vjp_call" not in calls("auto")
+
+    def loss(cell, x, bptt):
+        outputs, state = run(cell, x, bptt)
+        return jnp.sum(jnp.sin(outputs)) + jnp.sum(jnp.cos(state))
+
+    grads = {bptt: jax.grad(loss, argnums=(0, 1), allow_int=True)(cell, x, bptt)
+             for bptt in ("fused", "auto")}
+    np.testing.assert_allclose(run(cell, x, "fused")[0], run(cell, x, "auto")[0], rtol=1e-5,
+                               atol=1e-6)
+    _assert_same(grads["fused"], grads["auto"], rtol=1e-4, atol=1e-5)
+
+
 def test_splittable():
     cells = [_cell(name) for name in CELLS]
     assert all(splittable(c) for c in cells)

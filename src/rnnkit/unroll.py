@@ -224,8 +224,9 @@ def _fused_layers(cell, generic=False):
 
 
 def _run_fused(layers, stacked, xs, state, lengths, unroll, cudnn=False):
-    """Layer after layer, each a full sequence: one input matmul, then the fused recurrence
-    (or, with ``cudnn``, cuDNN's LSTM)."""
+    """Layer after layer, each a full sequence: a built-in cell's explicit BPTT (``bptt.py``,
+    whose loop projects each step's inputs), a split cell's generic one (``bptt_generic.py``, its
+    inputs projected for all steps in one matmul first) or, with ``cudnn``, cuDNN's LSTM."""
     valid = None if lengths is None else jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
     if valid is not None:
         xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))  # never read the padding
