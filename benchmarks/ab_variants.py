@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
            batch-split,saved-states,weight-grads,in-loop,forward-matmuls,backward-factors,
-           weight-grads-cost,all-reduce,fusion-emitters,bfloat16,matmul-dtype]
+           weight-grads-cost,all-reduce,unroll,fusion-emitters,bfloat16,matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--long] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
@@ -33,6 +33,8 @@ falls on them alike. The first variant of each experiment is the code as it is.
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
                 array, or as one operand of the all-reduce per array, or gathered from every
                 device (all-gather) and summed on each
+  unroll        time steps per iteration of the compiled loops when the caller gives none
+                (``rnnkit.speed.DEFAULT_UNROLL``): 1 (the default), 2 or 4
   fusion-emitters  XLA:CPU's default fusion emitters, or its older ones (every jitted function
                 compiled with ``compiler_options={"xla_cpu_use_fusion_emitters": False}``),
                 whatever ``rnnkit.speed.loop_compiler_options`` would pick
@@ -458,6 +460,10 @@ EXPERIMENTS = {
         "one-array": _as_is,
         "per-array": lambda: patched(parallel, _mean_across_devices=per_array_pmean),
         "all-gather": lambda: patched(parallel, _mean_across_devices=gathered_mean)}),
+    "unroll": ("basic,lstm,gru", {
+        "1": _as_is,
+        "2": lambda: patched(speed, DEFAULT_UNROLL=2),
+        "4": lambda: patched(speed, DEFAULT_UNROLL=4)}),
     "fusion-emitters": ("basic,lstm,gru", {
         "default": lambda: patched(jax, jit=jit_with_options(None)),
         "older": lambda: patched(jax, jit=jit_with_options(speed.OLDER_FUSION_EMITTERS))}),

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python benchmarks/accuracy.py [--experiments fashion,mnist-embedded-book,...]
            [--shared ../shared/data] [--json benchmarks/results/accuracy.json]
            [--runs-dir benchmarks/results/runs] [--cell C --units N --layers L --epochs E
-           --lr LR --batch-size B] [--train-limit N]
+           --lr LR --batch-size B] [--bptt MODE] [--train-limit N]
 
   fashion               Fashion-MNIST 55,000 / 5,000 / 10,000, the book's configuration
                         (basic tanh, 150 units, 1 layer, Adam 0.001, batch 150, 10 epochs,
@@ -16,7 +16,9 @@ Usage: .venv/bin/python benchmarks/accuracy.py [--experiments fashion,mnist-embe
 
 The configuration flags set mnist-embedded-best's configuration (defaults in ``BEST``); given
 to a book experiment, they override the book's values and make its row a quick check, as does
-``--train-limit`` (train on the first N training examples only). Each experiment trains into
+``--train-limit`` (train on the first N training examples only). ``--bptt`` picks the loop
+(default "auto": the explicit BPTT for the built-in cells; "autodiff" for the comparison of
+the two, whose gradients differ only by float rounding). Each experiment trains into
 ``<runs-dir>/<name>`` (a previous run there is replaced); its entry in the JSON file is
 replaced, the other experiments' entries are kept.
 """
@@ -36,6 +38,7 @@ from rnnkit.config import CELLS, ConfigError, TrainConfig
 from rnnkit.datasets import DataSet, Datasets, DatasetError, fashion_mnist, load_embedded_mnist
 from rnnkit.datasets import read_test_set
 from rnnkit.train import TrainingDiverged, fit
+from rnnkit.unroll import BPTT_MODES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = REPO.parent / "shared" / "data"
@@ -73,6 +76,8 @@ def parse_args(argv=None):
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind,
                             help=f"default: {BEST[name]} for mnist-embedded-best, the book's "
                             f"{getattr(BOOK, name)} otherwise")
+    parser.add_argument("--bptt", choices=BPTT_MODES, default="auto",
+                        help="the loop every experiment trains with (default: %(default)s)")
     parser.add_argument("--train-limit", type=int, metavar="N",
                         help="train on the first N training examples only (a quick check)")
     args = parser.parse_args(argv)
@@ -126,7 +131,7 @@ def load_data(name, shared, config):
 
 def make_config(name, args, shared, out):
     _, _, book = EXPERIMENTS[name]
-    values = dict(given(args)) if book else best_config(args)
+    values = {**(given(args) if book else best_config(args)), "bptt": args.bptt}
     if name == "fashion":
         return BOOK.replace(dataset="fashion-mnist", data_dir=str(shared / "fashion-mnist"),
                             out=str(out), **values)
@@ -193,6 +198,8 @@ def command(name, args):
     values = given(args) if EXPERIMENTS[name][2] else best_config(args)
     for field, value in values.items():
         parts += [f"--{field.replace('_', '-')}", str(value)]
+    if args.bptt != "auto":
+        parts += ["--bptt", args.bptt]
     if args.train_limit is not None:
         parts += ["--train-limit", str(args.train_limit)]
     return " ".join(parts)
