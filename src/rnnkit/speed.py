@@ -16,7 +16,16 @@ long (32, 1000, 32, 128)   LSTMCell      160.2 / 222.4           223.7 / 375.5
 The explicit BPTT was as fast or faster at every shape measured, on both machines, so the rule
 looks at the cell only: the explicit BPTT for the built-in cells; autodiff for cells of users'
 own, since the generic explicit BPTT (``bptt_generic.py``) recomputes each step in its backward
-loop and measured slower for gated cells. Unroll factors 2, 4 and 8 were no faster than 1.
+loop and measured slower for gated cells.
+
+Unrolling (``DEFAULT_UNROLL``, the time steps per loop iteration when the caller gives none) is 1
+for every cell, shape and backend. On the CPU (machine C, ``benchmarks/bptt_rules.py --unrolls
+1,2,4,8,1 --modes fused``, at the book's, a long (T=1000) and a small (B=32, T=50, H=32) shape),
+factors 2, 4 and 8 were slower or within the spread for BasicRNN and LSTM at every shape and for
+GRU at the long and small ones. GRU at the book's shape gained: 0.91-0.93x at 2 or 4 on one device,
+0.94-1.00x in the split training loop that ``rnnkit train`` runs (``benchmarks/ab_variants.py
+--experiments unroll``), too little and too shape-bound for a rule of its own. No GPU has been
+available to measure unrolling there.
 
 XLA:CPU's compiler options: ``make_steps`` (the training loop of ``fit`` and ``rnnkit train``)
 compiles a model with an LSTM layer on CPU devices with XLA:CPU's older fusion emitters
