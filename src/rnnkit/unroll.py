@@ -64,10 +64,10 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
       sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
       bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan),
         "cudnn" (cuDNN's LSTM on a GPU, ``cudnn.py``) or "auto": cuDNN where it applies, else
-        the one measured faster for this cell, by the rule in ``speed.py``.
+        the one measured faster for this cell, by the rule in ``speed.py``. The fused and cuDNN
+        paths define only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
       unroll: time steps per compiled loop iteration; None takes ``speed.DEFAULT_UNROLL``.
-        The fused and cuDNN paths define only reverse mode: use ``bptt="autodiff"`` for
-        ``jax.jvp``.
+        cuDNN's kernel (``bptt="cudnn"``, or "auto" on a GPU) runs its own loop and ignores it.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
