@@ -11,6 +11,7 @@ import rnnkit as rk
 from rnnkit.bptt import fusable
 from rnnkit.cells import LSTMStateTuple
 from rnnkit.cudnn import cudnn_applies
+from rnnkit import speed
 from rnnkit.model import top_hidden
 
 T, B, I, H = 5, 4, 3, 6
@@ -211,6 +212,8 @@ def test_a_subclass_of_a_built_in_cell_runs_its_own_step():
     x = jax.random.normal(jax.random.key(2), (B, T, I))
     assert not fusable(cell) and fusable(base)
     assert not cudnn_applies(cell, None, False) and cudnn_applies(base, None, False)
+    assert speed.loop_compiler_options([cell], None, "auto") == {}  # the LSTM rule: bptt.py's
+    assert speed.loop_compiler_options([base], None, "auto") == speed.OLDER_FUSION_EMITTERS
     assert _loop_of(cell, x) == "autodiff"
 
     def loss(cell, x, bptt):
