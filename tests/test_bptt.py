@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import rnnkit as rk
+from rnnkit import speed
 from rnnkit.bptt import fusable
 from rnnkit.cells import LSTMStateTuple
 from rnnkit.cudnn import cudnn_applies
-from rnnkit import speed
 from rnnkit.model import top_hidden
 
 T, B, I, H = 5, 4, 3, 6
