@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
            batch-split,saved-states,weight-grads,in-loop,forward-matmuls,backward-factors,
-           weight-grads-cost,all-reduce,unroll,fusion-emitters,bfloat16,matmul-dtype]
+           backward-weights,weight-grads-cost,all-reduce,unroll,fusion-emitters,bfloat16,matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--long] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
@@ -28,6 +28,8 @@ falls on them alike. The first variant of each experiment is the code as it is.
   backward-factors  LSTM: the backward loop computes each step's gate-gradient factors (tanh(c),
                 the gates' derivatives) from the saved gates, or reads them computed for all
                 steps before the loop in one element-wise pass (the loop then only multiplies)
+  backward-weights  LSTM: the backward loop's ``d_z @ w_h.T`` as it is (``w_h`` read transposed
+                in every step), or from a transposed copy of ``w_h`` made once before the loop
   weight-grads-cost  timing only: the weight gradients computed, or replaced by zeros (wrong
                 gradients), to show what computing them costs the step
   all-reduce    (with --devices 2 or more) the split step's gradients averaged as one flat
@@ -350,6 +352,28 @@ def coefficients_recurrence():
     return recurrence_with(bptt._recurrence_fwd, _coefficients_bwd)
 
 
+def _transposed_lstm_vjp(spec, params, gates, prev_t, new_t, d_new):
+    """``bptt._lstm_vjp`` (no peepholes) given ``w_h.T`` (``[4H, H]``) in place of ``w_h``: its
+    ``d_z @ w_h.T`` becomes ``d_z @ w_h_t`` (XLA drops the double transpose)."""
+    w_h_t, _ = params
+    return bptt._lstm_vjp(spec, (w_h_t.T, None), gates, prev_t, new_t, d_new)
+
+
+def _transposed_weights_bwd(spec, unroll, residuals, cotangents):
+    """``bptt._recurrence_bwd`` (LSTM without peepholes) whose loop multiplies by a copy of
+    ``w_h.T`` made once before it, instead of by ``w_h`` read transposed in every step."""
+    projection, (w_h, peepholes), *rest = residuals
+    assert spec.kind == "lstm" and peepholes is None, "see docstring"
+    w_h_t = jax.lax.optimization_barrier(w_h.T)
+    with patched(bptt, _STEP_VJPS={**bptt._STEP_VJPS, "lstm": _transposed_lstm_vjp}):
+        return bptt._recurrence_bwd(spec, unroll, (projection, (w_h_t, None), *rest), cotangents)
+
+
+def transposed_weights_recurrence():
+    """``bptt._recurrence`` whose backward loop reads a transposed copy of ``w_h``."""
+    return recurrence_with(bptt._recurrence_fwd, _transposed_weights_bwd)
+
+
 def no_weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
     """Timing only, wrong gradients: ``bptt._weight_grads`` replaced by zeros (that still wait
     for the backward loop), to show what computing the weight gradients costs the step."""
@@ -453,6 +477,9 @@ EXPERIMENTS = {
     "backward-factors": ("lstm", {
         "in-loop": _as_is,
         "before-loop": lambda: patched(bptt, _recurrence=coefficients_recurrence())}),
+    "backward-weights": ("lstm", {
+        "w_h": _as_is,
+        "w_h-transposed": lambda: patched(bptt, _recurrence=transposed_weights_recurrence())}),
     "weight-grads-cost": ("basic,lstm,gru", {
         "computed": _as_is,
         "zeros-timing-only": lambda: patched(bptt, _weight_grads=no_weight_grads)}),

@@ -37,7 +37,9 @@ def _value_and_grads(cell, xs):
     return jax.value_and_grad(loss, argnums=(0, 1))(cell, xs)
 
 
-LSTM_VARIANTS = {"backward-factors": ("_recurrence", ab_variants.coefficients_recurrence())}
+LSTM_VARIANTS = {"backward-factors": ("_recurrence", ab_variants.coefficients_recurrence()),
+                 "backward-weights-transposed": ("_recurrence",
+                                                 ab_variants.transposed_weights_recurrence())}
 CASES = [(kind, variant) for kind in ("basic", "lstm") for variant in VARIANTS] + [
     ("lstm", variant) for variant in LSTM_VARIANTS]
 
