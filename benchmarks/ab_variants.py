@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python benchmarks/ab_variants.py [--experiments join,gates,sigmoid,projection,
            batch-split,saved-states,weight-grads,in-loop,forward-matmuls,backward-factors,
-           backward-weights,weight-grads-cost,all-reduce,unroll,fusion-emitters,bfloat16,matmul-dtype]
+           backward-weights,weight-grads-cost,all-reduce,unroll,fusion-emitters,bfloat16,
+           matmul-dtype]
            [--cells basic,lstm,gru] [--devices 1] [--loop] [--long] [--rounds 15]
 
 Each variant patches ``rnnkit.bptt`` before its book-workload train step (explicit BPTT) is
