@@ -40,7 +40,8 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 import common
-from ab_variants import patched, time_train_steps
+from ab_variants import time_train_steps
+from bptt_variants import patched
 from common import blocking, interleaved_median_ms
 import rnnkit as rk
 import rnnkit.unroll

@@ -1,5 +1,6 @@
-"""The explicit-BPTT variants that ``benchmarks/ab_variants.py`` times against the library's own
-compute the same gradients (float64): a timing comparison between them is a fair one."""
+"""The explicit-BPTT variants (``benchmarks/bptt_variants.py``) that ``benchmarks/ab_variants.py``
+times against the library's own compute the same gradients (float64): a timing comparison
+between them is a fair one."""
 
 import pathlib
 import sys
@@ -13,19 +14,20 @@ import rnnkit as rk
 import rnnkit.bptt as bptt
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "benchmarks"))
-import ab_variants  # noqa: E402  (a script of the benchmarks folder, not a package)
+import ab_variants  # noqa: E402  (scripts of the benchmarks folder, not a package)
+import bptt_variants  # noqa: E402
 
 T, B, I, H = 12, 3, 4, 5
 
 VARIANTS = {  # name: (the bptt function it replaces, its replacement)
-    "in-loop": ("_recurrence", ab_variants.in_loop_recurrence()),
-    "in-loop-transposed": ("_recurrence", ab_variants.in_loop_recurrence(transposed=True)),
-    "chunks-of-4": ("_recurrence", ab_variants.in_loop_recurrence(4, True)),
-    "chunks-of-3": ("_recurrence", ab_variants.in_loop_recurrence(3, True)),
-    "chunks-of-3-untransposed": ("_recurrence", ab_variants.in_loop_recurrence(3)),
-    "joint-forward": ("_forward", ab_variants.joint_forward),
-    "joint-weight-grads": ("_weight_grads", ab_variants.joint_weight_grads(False)),
-    "joint-weight-grads-and-bias": ("_weight_grads", ab_variants.joint_weight_grads(True)),
+    "in-loop": ("_recurrence", bptt_variants.in_loop_recurrence()),
+    "in-loop-transposed": ("_recurrence", bptt_variants.in_loop_recurrence(transposed=True)),
+    "chunks-of-4": ("_recurrence", bptt_variants.in_loop_recurrence(4, True)),
+    "chunks-of-3": ("_recurrence", bptt_variants.in_loop_recurrence(3, True)),
+    "chunks-of-3-untransposed": ("_recurrence", bptt_variants.in_loop_recurrence(3)),
+    "joint-forward": ("_forward", bptt_variants.joint_forward),
+    "joint-weight-grads": ("_weight_grads", bptt_variants.joint_weight_grads(False)),
+    "joint-weight-grads-and-bias": ("_weight_grads", bptt_variants.joint_weight_grads(True)),
 }
 
 
@@ -37,9 +39,9 @@ def _value_and_grads(cell, xs):
     return jax.value_and_grad(loss, argnums=(0, 1))(cell, xs)
 
 
-LSTM_VARIANTS = {"backward-factors": ("_recurrence", ab_variants.coefficients_recurrence()),
+LSTM_VARIANTS = {"backward-factors": ("_recurrence", bptt_variants.coefficients_recurrence()),
                  "backward-weights-transposed": ("_recurrence",
-                                                 ab_variants.transposed_weights_recurrence())}
+                                                 bptt_variants.transposed_weights_recurrence())}
 CASES = [(kind, variant) for kind in ("basic", "lstm") for variant in VARIANTS] + [
     ("lstm", variant) for variant in LSTM_VARIANTS]
 
@@ -59,7 +61,7 @@ def test_variant_computes_the_library_gradients(kind, variant):
                             make(I, H, key=jax.random.key(0)))
         xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float64)
         expected = _value_and_grads(cell, xs)
-        with ab_variants.patched(bptt, **{name: counted}):
+        with bptt_variants.patched(bptt, **{name: counted}):
             got = _value_and_grads(cell, xs)
     assert calls, f"the variant's {name} was not called"
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
@@ -67,7 +69,7 @@ def test_variant_computes_the_library_gradients(kind, variant):
 
 
 def test_chunks_must_divide_the_steps():
-    with ab_variants.patched(bptt, _recurrence=ab_variants.in_loop_recurrence(5, True)):
+    with bptt_variants.patched(bptt, _recurrence=bptt_variants.in_loop_recurrence(5, True)):
         cell = rk.BasicRNNCell(I, H, key=jax.random.key(0))
         with pytest.raises(AssertionError, match="T=12 is not a multiple of chunk=5"):
             _value_and_grads(cell, jnp.ones((B, T, I)))
