@@ -71,6 +71,7 @@ def loop_compiler_options(model, devices, bptt):
     platform = (devices[0] if devices else jax.devices()[0]).platform
     if platform != "cpu" or bptt not in ("auto", "fused"):
         return {}
+
     def lstm(node):  # the built-in class itself: a subclass runs its own step, not bptt.py's
         return type(node) is LSTMCell
 
