@@ -61,6 +61,9 @@ def add_config_flags(parser):
 def build_parser():
     parser = _Parser(prog="rnnkit", description="Train the book's MNIST RNN, evaluate a run, "
                      "predict digits from files. Errors exit with status 2 (1: diverged).")
+    from importlib.metadata import version  # the installed distribution's version, as pip's
+
+    parser.add_argument("--version", action="version", version=f"rnnkit {version('rnnkit')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a sequence classifier (the book's RNN)",
                                 description="Train an RNN that reads each image as 28 rows of "
