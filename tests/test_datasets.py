@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rnnkit import datasets
-from rnnkit.datasets import DataSet, DatasetError, read_idx, write_idx
+from rnnkit.datasets import DataSet, DatasetError, mnist_format, read_idx, write_idx
 from rnnkit.datasets.mnist_format import FILES, read_spec_data_sets
 from rnnkit.datasets.paths import resolve_data_dir
 
@@ -264,3 +264,97 @@ def test_load_falls_back_to_the_embedded_subset_only_for_mnist(tmp_path, monkeyp
                            f"50 train / 10 validation / 20 test examples")
     with pytest.raises(DatasetError, match="'emnist'"):
         datasets.load("emnist")
+
+
+# --- hostile data: labels outside the classes, empty files, paths that are files -----------
+
+@pytest.mark.parametrize("name", [FILES[1], FILES[3]])
+def test_labels_outside_the_classes_name_the_file_the_count_and_the_first_index(tmp_path, name):
+    arrays = write_fake(tmp_path)
+    labels = arrays[name].copy()
+    labels[[7, 9, 11]] = [12, 10, 255]
+    write_idx(tmp_path / name, labels)
+    with pytest.raises(DatasetError) as excinfo:
+        datasets.mnist.read_data_sets(tmp_path)
+    assert_one_line_error(excinfo, tmp_path / name, f"3 of {len(labels)} labels lie outside "
+                          "0..9 (MNIST's 10 classes)", "the first, at index 7, is 12")
+    if name == FILES[3]:
+        with pytest.raises(DatasetError, match="index 7, is 12"):
+            datasets.read_test_set(tmp_path)
+
+
+@pytest.mark.parametrize("images_name, labels_name", [FILES[:2], FILES[2:]])
+def test_an_idx_file_of_zero_images_is_one_line_naming_it(tmp_path, images_name, labels_name):
+    write_fake(tmp_path)
+    write_idx(tmp_path / images_name, np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / labels_name, np.zeros(0, np.uint8))
+    with pytest.raises(DatasetError) as excinfo:
+        datasets.mnist.read_data_sets(tmp_path)
+    assert_one_line_error(excinfo, tmp_path / images_name, "holds 0 images")
+
+
+def test_a_dataset_of_zero_examples_keeps_its_image_size():
+    data = DataSet(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    assert data.images.shape == (0, 784) and data.num_examples == 0
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "data.gz").write_bytes(b"")
+    for call in (lambda: datasets.mnist.read_data_sets(tmp_path / "data.gz", download=True),
+                 lambda: datasets.read_test_set(tmp_path / "data.gz"),
+                 lambda: datasets.load("mnist", tmp_path / "data.gz")):
+        with pytest.raises(DatasetError) as excinfo:
+            call()
+        assert_one_line_error(excinfo, f"{tmp_path / 'data.gz'}: a file, not a folder",
+                              f"the folder that holds the IDX files (such as {tmp_path})")
+    assert (tmp_path / "data.gz").read_bytes() == b""  # nothing downloaded over it
+
+
+def test_rnnkit_data_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "root").write_text("")
+    env = {"RNNKIT_DATA": str(tmp_path / "root")}
+    with pytest.raises(DatasetError) as excinfo:
+        resolve_data_dir("mnist", environ=env, home=tmp_path / "home")
+    assert_one_line_error(excinfo, f"$RNNKIT_DATA ({tmp_path / 'root'}) is a file, not a folder",
+                          "one folder per data set")
+
+
+# --- one split, from only the files it needs ----------------------------------------------
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_one_split_reads_only_its_files_and_equals_read_data_sets(tmp_path, split):
+    write_fake(tmp_path / "all")
+    everything = getattr(datasets.mnist.read_data_sets(tmp_path / "all", validation_size=15),
+                         split)
+    own = FILES[2:] if split == "test" else FILES[:2]
+    write_fake(tmp_path / "part", files=own)
+    data, folder = mnist_format.read_spec_split(MNIST, split, tmp_path / "part", validation_size=15)
+    assert folder == tmp_path / "part"
+    np.testing.assert_array_equal(data.images, everything.images)
+    np.testing.assert_array_equal(data.labels, everything.labels)
+    np.testing.assert_array_equal(data.next_batch(5)[1], everything.next_batch(5)[1])
+    other = "train" if split == "test" else "test"
+    with pytest.raises(FileNotFoundError) as excinfo:
+        mnist_format.read_spec_split(MNIST, other, tmp_path / "part")
+    missing = FILES[:2] if split == "test" else FILES[2:]
+    assert_one_line_error(excinfo, f"looked for {', '.join(missing)} (or uncompressed) in "
+                          f"{tmp_path / 'part'}")
+
+
+def test_load_split_with_source_describes_the_split_and_falls_back_like_load(tmp_path,
+                                                                           monkeypatch):
+    write_fake(tmp_path / "tests", files=FILES[2:])
+    data, description, source = datasets.load_split_with_source("mnist", "test",
+                                                                tmp_path / "tests")
+    assert data.num_examples == 20 and source == str(tmp_path / "tests")
+    assert description == f"MNIST test split from {tmp_path / 'tests'}: 20 examples"
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "root"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data, description, source = datasets.load_split_with_source("mnist", "validation")
+    assert source == datasets.EMBEDDED and data.num_examples == 500
+    np.testing.assert_array_equal(data.labels, datasets.load_embedded_mnist().validation.labels)
+    with pytest.raises(FileNotFoundError):
+        datasets.load_split_with_source("fashion-mnist", "test")
+    with pytest.raises(DatasetError, match="split: expected 'train', 'validation' or 'test', "
+                                           "got 'dev'"):
+        datasets.load_split_with_source("mnist", "dev", tmp_path / "tests")

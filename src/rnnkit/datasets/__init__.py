@@ -4,7 +4,8 @@
     images, labels = mnist.train.next_batch(50)               # [50, 784] float32, [50] int32
 
 Where files are searched is described in `rnnkit.datasets.paths`; `load` is the CLI's entry
-point, which falls back to the embedded 5,000-digit MNIST subset on an offline machine.
+point, which falls back to the embedded 5,000-digit MNIST subset on an offline machine, and
+`load_split_with_source` reads one split from only the files it needs.
 """
 
 import os
@@ -15,12 +16,14 @@ from rnnkit.datasets.base import DataSet, Datasets
 from rnnkit.datasets.embedded import load_embedded_mnist
 from rnnkit.datasets.errors import DataNotFoundError, DatasetError, DownloadError
 from rnnkit.datasets.idx import read_idx, write_idx
-from rnnkit.datasets.mnist_format import read_spec_data_sets, read_test_set
+from rnnkit.datasets.mnist_format import SPLITS, DatasetSpec, read_spec_data_sets, read_spec_split
+from rnnkit.datasets.mnist_format import read_test_set
 
 __all__ = [
     "DataNotFoundError", "DataSet", "Datasets", "DatasetError", "DownloadError",
-    "EMBEDDED", "fashion_mnist", "load", "load_embedded_mnist", "load_with_source", "mnist",
-    "read_idx", "read_test_set", "write_idx",
+    "EMBEDDED", "SPLITS", "fashion_mnist", "load", "load_embedded_mnist",
+    "load_split_with_source", "load_with_source", "mnist", "read_idx", "read_test_set",
+    "write_idx",
 ]
 
 _SPECS = {"mnist": mnist.SPEC, "fashion-mnist": fashion_mnist.SPEC,
@@ -58,9 +61,7 @@ def load_with_source(name: str, data_dir: str | os.PathLike | None = None, *,
                      allow_embedded: bool = True) -> tuple[Datasets, str, str]:
     """`load`, plus where the data came from: `EMBEDDED`, or the absolute folder it was read
     from (a run folder records it, so that a resumed run reads the same data)."""
-    spec = _SPECS.get(name)
-    if spec is None:
-        raise DatasetError(f"unknown data set name {name!r}; expected 'mnist' or 'fashion-mnist'")
+    spec = _spec(name)
     try:
         datasets, folder = read_spec_data_sets(spec, data_dir, validation_size=validation_size,
                                                download=download, seed=seed)
@@ -68,7 +69,36 @@ def load_with_source(name: str, data_dir: str | os.PathLike | None = None, *,
         if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
             raise
         return load_embedded_mnist(seed=seed), EMBEDDED_DESCRIPTION, EMBEDDED
-    sizes = " / ".join(f"{len(split.labels):,} {part}"
-                       for split, part in zip(datasets, ("train", "validation", "test")))
+    sizes = " / ".join(f"{len(split.labels):,} {part}" for split, part in zip(datasets, SPLITS))
     return (datasets, f"{spec.title} from {folder}: {sizes} examples",
             str(Path(folder).absolute()))
+
+
+def load_split_with_source(name: str, split: str, data_dir: str | os.PathLike | None = None,
+                           *, download: bool = False, validation_size: int = 5000,
+                           seed: int = 42, allow_embedded: bool = True) -> tuple[DataSet, str, str]:
+    """`load_with_source` for one split: `(DataSet, description, source)`, the same examples
+    as that split of `load_with_source`, found and read with only the two files the split
+    needs (the `t10k-*` files for "test", the `train-*` files for the others), so that a
+    folder with only the test files serves to evaluate on the test split.
+
+    Args:
+      split: "train", "validation" or "test"; the other arguments as in `load`.
+    """
+    spec = _spec(name)
+    try:
+        data, folder = read_spec_split(spec, split, data_dir, validation_size=validation_size,
+                                       download=download, seed=seed)
+    except DataNotFoundError:
+        if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
+            raise
+        return getattr(load_embedded_mnist(seed=seed), split), EMBEDDED_DESCRIPTION, EMBEDDED
+    return (data, f"{spec.title} {split} split from {folder}: {data.num_examples:,} examples",
+            str(Path(folder).absolute()))
+
+
+def _spec(name: str) -> DatasetSpec:
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise DatasetError(f"unknown data set name {name!r}; expected 'mnist' or 'fashion-mnist'")
+    return spec

@@ -1,6 +1,7 @@
 """`DataSet` and `Datasets`: the `mnist.train` / `mnist.validation` / `mnist.test` objects of
 the TensorFlow 1 tutorials that the book uses, on NumPy arrays."""
 
+import math
 import operator
 from typing import NamedTuple
 
@@ -32,7 +33,8 @@ class DataSet:
                                f"{images.shape} and labels {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
             raise DatasetError(f"DataSet: labels must be integers, got {labels.dtype}")
-        self._images = _as_unit_float(images.reshape(len(images), -1))  # [N, D]
+        pixels = math.prod(images.shape[1:])  # not reshape(N, -1): N may be 0
+        self._images = _as_unit_float(images.reshape(len(images), pixels))  # [N, D]
         self._labels = labels.astype(np.int32)  # [N]
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(labels))  # this epoch's permutation
@@ -98,6 +100,21 @@ class Datasets(NamedTuple):
     train: DataSet
     validation: DataSet
     test: DataSet
+
+
+def check_labels(labels: np.ndarray, num_classes: int, name: str, *, classes: str,
+                 advice: str) -> None:
+    """Raises a DatasetError unless every label lies in `0..num_classes - 1`.
+
+    One line: `name` (a file or an argument), how many labels lie outside, `classes` (what the
+    classes are), the index and value of the first one outside, then `advice`.
+    """
+    labels = np.ravel(labels)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DatasetError(f"{name}: {bad.size} of {labels.size} labels lie outside "
+                           f"0..{num_classes - 1} ({classes}); the first, at index {bad[0]}, "
+                           f"is {labels[bad[0]]}; {advice}")
 
 
 def _as_unit_float(images: np.ndarray) -> np.ndarray:
