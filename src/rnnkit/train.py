@@ -36,6 +36,7 @@ from rnnkit.plots import plot_learning_curves
 from rnnkit.progress import epoch_line, is_terminal, read_metrics, write_json, write_metrics
 from rnnkit.steps import TrainingDiverged, TrainState, make_steps, make_train_step, place_data
 from rnnkit.steps import train_epoch
+from rnnkit.tensorboard import write_events
 
 # TrainState, TrainingDiverged and make_train_step live in rnnkit.steps and stay importable
 # from here, where the book's loop and earlier code import them.
@@ -139,6 +140,7 @@ def _end_epoch(state, row, history, config, out_dir):
     from the previous checkpoint, which drops the rows written after it and redoes them."""
     history.append(row)
     write_metrics(out_dir, history)
+    write_events(out_dir, history)  # TensorBoard's copy of the metrics, if tensorboardX is there
     plot_learning_curves(history, out_dir / "learning_curves.png")
     save_checkpoint(out_dir / "checkpoints", state, epoch=row["epoch"], step=int(state.step),
                     config=config.to_dict())
