@@ -27,6 +27,7 @@ from rnnkit.model import N_OUTPUTS
 from rnnkit.parallel import use_cpu_cores
 from rnnkit.plots import plot_confusion_matrix
 from rnnkit.progress import MetricsError, write_json
+from rnnkit.runs import format_runs, list_runs
 from rnnkit.train import TrainingDiverged, check_image_size, fit, read_data_source
 from rnnkit.train import read_run_config, restore
 
@@ -87,6 +88,11 @@ def build_parser():
     predict.add_argument("--invert", action="store_true", help="invert the pixels: MNIST digits "
                          "are white on black, so pass this for dark digits on a light background")
     predict.set_defaults(handler=_predict)
+    runs = commands.add_parser("runs", help="list the runs in a folder, newest first: task, "
+                               "config, epochs, accuracy, status")
+    runs.add_argument("folder", metavar="DIR", nargs="?", default="runs",
+                      help="folder of run folders (default: runs)")
+    runs.set_defaults(handler=_runs)
     return parser
 
 
@@ -202,6 +208,14 @@ def _predict(args):
         for i, p in enumerate(probabilities):
             name = file if len(probabilities) == 1 else f"{file}[{i}]"
             print(f"{name}\t{p.argmax()}\t{p.max():.4f}\t" + "\t".join(f"{q:.4f}" for q in p))
+
+
+def _runs(args):
+    rows = list_runs(args.folder)
+    if not rows:
+        print(f"no runs in {args.folder}")
+        return
+    print(format_runs(rows), end="")
 
 
 def _read_digits(file, invert):
