@@ -1,4 +1,4 @@
-"""Explicit BPTT (``bptt="fused"``) equals autodiff of the scan, for every built-in cell."""
+"""Explicit BPTT (``bptt="explicit"``) equals autodiff of the scan, for every built-in cell."""
 
 import functools
 
@@ -9,9 +9,9 @@ import pytest
 
 import rnnkit as rk
 from rnnkit import speed
-from rnnkit.bptt import fusable
+from rnnkit.bptt import supports
 from rnnkit.cells import LSTMStateTuple
-from rnnkit.cudnn import cudnn_applies
+from rnnkit.cudnn import cudnn_computes
 from rnnkit.model import top_hidden
 
 T, B, I, H = 5, 4, 3, 6
@@ -67,9 +67,9 @@ def _grads(name, dtype, lengths, bptt, terms=("outputs", "state")):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(cell, x, state0, lengths)
 
 
-def _assert_fused_equals_autodiff_float64(name, lengths, terms=("outputs", "state")):
+def _assert_explicit_equals_autodiff_float64(name, lengths, terms=("outputs", "state")):
     with jax.enable_x64(True):
-        fused = _grads(name, jnp.float64, lengths, "fused", terms)
+        fused = _grads(name, jnp.float64, lengths, "explicit", terms)
         auto = _grads(name, jnp.float64, lengths, "autodiff", terms)
         for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -77,27 +77,27 @@ def _assert_fused_equals_autodiff_float64(name, lengths, terms=("outputs", "stat
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
 @pytest.mark.parametrize("name", CELL_NAMES)
-def test_fused_equals_autodiff_float64(name, lengths):
-    _assert_fused_equals_autodiff_float64(name, lengths)
+def test_explicit_equals_autodiff_float64(name, lengths):
+    _assert_explicit_equals_autodiff_float64(name, lengths)
 
 
 @pytest.mark.parametrize("terms", [("outputs",), ("state",), ("top-h",)])
 @pytest.mark.parametrize("name", CELL_NAMES)
-def test_fused_equals_autodiff_on_part_of_the_result(name, terms):
+def test_explicit_equals_autodiff_on_part_of_the_result(name, terms):
     """A loss of the outputs alone, or of the final state alone (sequence-to-vector): the
     explicit BPTT then gets a zero gradient for the part the loss does not read."""
-    _assert_fused_equals_autodiff_float64(name, LENGTHS, terms)
+    _assert_explicit_equals_autodiff_float64(name, LENGTHS, terms)
 
 
 @pytest.mark.parametrize("name", ["lstm-peepholes", "gru-reset-after", "multi"])
-def test_fused_equals_autodiff_float32(name):
-    fused = _grads(name, jnp.float32, LENGTHS, "fused")
+def test_explicit_equals_autodiff_float32(name):
+    fused = _grads(name, jnp.float32, LENGTHS, "explicit")
     auto = _grads(name, jnp.float32, LENGTHS, "autodiff")
     for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_bidirectional_fused_equals_autodiff():
+def test_bidirectional_explicit_equals_autodiff():
     cells = _cells(jax.random.key(0))
     fw, bw = _randomised(cells["lstm"], jnp.float32), _randomised(cells["gru-reset-after"],
                                                                  jnp.float32, seed=4)
@@ -109,17 +109,17 @@ def test_bidirectional_fused_equals_autodiff():
         return jnp.sum(jnp.sin(out_fw)) + jnp.sum(out_bw ** 2) + sum(
             jnp.sum(s) for s in jax.tree.leaves(states))
 
-    fused = jax.grad(loss)((fw, bw), "fused")
+    fused = jax.grad(loss)((fw, bw), "explicit")
     auto = jax.grad(loss)((fw, bw), "autodiff")
     for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(auto), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _loop_of(cell, x, **kwargs):
-    """Which loop ``dynamic_rnn`` traces: "fused" (the custom VJP) or "autodiff" (a plain scan)."""
+    """Which loop ``dynamic_rnn`` traces: "explicit" (the custom VJP) or "autodiff" (a plain scan)."""
     jaxpr = jax.make_jaxpr(lambda x: rk.dynamic_rnn(cell, x, **kwargs)[0])(x)
     names = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
-    return "fused" if "custom_vjp_call" in names else "autodiff"
+    return "explicit" if "custom_vjp_call" in names else "autodiff"
 
 
 def _reverse_scans(jaxpr):
@@ -143,7 +143,7 @@ def test_backward_loop_carries_only_the_state(name, lengths):
     gradients are summed after the loop, not in it."""
     cell, x, state0 = _problem(name, jnp.float32)
     lengths = None if lengths is None else jnp.asarray(lengths)
-    grad = jax.grad(lambda c: _loss(c, x, state0, lengths, "fused"))
+    grad = jax.grad(lambda c: _loss(c, x, state0, lengths, "explicit"))
     reverse = _reverse_scans(jax.make_jaxpr(grad)(cell).jaxpr)
     layers = cell.cells if isinstance(cell, rk.MultiRNNCell) else [cell]
     expected = sorted(len(jax.tree.leaves(layer.zero_state(B))) for layer in layers)
@@ -154,22 +154,22 @@ def test_backward_loop_carries_only_the_state(name, lengths):
 def test_auto_runs_the_explicit_bptt_for_built_in_cells(name):
     cell = _cells(jax.random.key(0))[name]
     x = jnp.ones((B, T, I))
-    assert _loop_of(cell, x) == "fused"
-    assert _loop_of(cell, x, key=jax.random.key(1)) == "fused"  # no dropout: the key is unused
+    assert _loop_of(cell, x) == "explicit"
+    assert _loop_of(cell, x, key=jax.random.key(1)) == "explicit"  # no dropout: the key is unused
     assert _loop_of(cell, x, bptt="autodiff") == "autodiff"
 
 
 def test_active_dropout_runs_on_autodiff():
     cell = rk.DropoutWrapper(rk.LSTMCell(I, H, key=jax.random.key(0)), input_keep_prob=0.5)
     x = jax.random.normal(jax.random.key(1), (B, T, I))
-    assert _loop_of(cell, x) == "fused"  # without a key the wrapper is the identity
+    assert _loop_of(cell, x) == "explicit"  # without a key the wrapper is the identity
     assert _loop_of(cell, x, key=jax.random.key(2)) == "autodiff"
     plain, _ = rk.dynamic_rnn(cell.cell, x, bptt="autodiff")
-    fused, _ = rk.dynamic_rnn(cell, x, bptt="fused")
+    fused, _ = rk.dynamic_rnn(cell, x, bptt="explicit")
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
-    wanted = "bptt: 'fused' supports .* got DropoutWrapper with dropout"
+    wanted = "bptt: 'explicit' supports .* got DropoutWrapper with dropout"
     with pytest.raises(ValueError, match=wanted):
-        rk.dynamic_rnn(cell, x, bptt="fused", key=jax.random.key(2))
+        rk.dynamic_rnn(cell, x, bptt="explicit", key=jax.random.key(2))
     dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))
     assert not np.allclose(dropped, plain)
 
@@ -188,10 +188,10 @@ def test_user_cell_without_split_runs_on_autodiff():
     outputs, state = rk.dynamic_rnn(Doubler(), x)
     np.testing.assert_allclose(outputs[:, -1], 2 + (T - 1))
     np.testing.assert_allclose(state, T)
-    assert not fusable(Doubler())
+    assert not supports(Doubler())
     assert _loop_of(Doubler(), x) == "autodiff"
     with pytest.raises(ValueError, match="got Doubler"):
-        rk.dynamic_rnn(Doubler(), x, bptt="fused")
+        rk.dynamic_rnn(Doubler(), x, bptt="explicit")
 
 
 @rk.pytree.pytree_dataclass
@@ -206,12 +206,12 @@ class DoubledLSTM(rk.LSTMCell):
 def test_a_subclass_of_a_built_in_cell_runs_its_own_step():
     """The built-in explicit BPTT computes the built-in classes' steps only: a subclass that
     overrides ``recurrent_step`` runs on autodiff by default and on the generic explicit BPTT
-    with ``bptt="fused"``, both with its own step."""
+    with ``bptt="explicit"``, both with its own step."""
     base = _randomised(rk.LSTMCell(I, H, key=jax.random.key(0)), jnp.float32)
     cell = DoubledLSTM.from_weights(base.w_x, base.w_h, base.b)
     x = jax.random.normal(jax.random.key(2), (B, T, I))
-    assert not fusable(cell) and fusable(base)
-    assert not cudnn_applies(cell, None, False) and cudnn_applies(base, None, False)
+    assert not supports(cell) and supports(base)
+    assert not cudnn_computes(cell) and cudnn_computes(base)
     assert speed.loop_compiler_options([cell], None, "auto") == {}  # the LSTM rule: bptt.py's
     assert speed.loop_compiler_options([base], None, "auto") == speed.OLDER_FUSION_EMITTERS
     assert _loop_of(cell, x) == "autodiff"
@@ -221,11 +221,11 @@ def test_a_subclass_of_a_built_in_cell_runs_its_own_step():
         return jnp.sum(jnp.sin(outputs)) + sum(jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state))
 
     reference = jax.value_and_grad(loss, argnums=(0, 1))(cell, x, "autodiff")
-    for bptt in ("auto", "fused"):
+    for bptt in ("auto", "explicit"):
         got = jax.value_and_grad(loss, argnums=(0, 1))(cell, x, bptt)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(reference), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    assert not np.isclose(loss(base, x, "fused"), reference[0], rtol=1e-3)
+    assert not np.isclose(loss(base, x, "explicit"), reference[0], rtol=1e-3)
 
 
 @pytest.mark.parametrize("bad", [dict(bptt="fast"), dict(unroll=0), dict(unroll=2.0)])
@@ -239,7 +239,7 @@ def test_bad_bptt_and_unroll(bad):
 def test_unroll_factor_does_not_change_results():
     cell, x, state0 = _problem("lstm", jnp.float32)
     results = [jax.grad(lambda c: jnp.sum(rk.dynamic_rnn(c, x, unroll=u, bptt=m)[0]))(cell)
-               for u in (1, 3) for m in ("fused", "autodiff")]
+               for u in (1, 3) for m in ("explicit", "autodiff")]
     for other in results[1:]:
         for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

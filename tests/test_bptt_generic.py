@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rnnkit as rk
-from rnnkit.bptt_generic import generic_recurrence, splittable
+from rnnkit.bptt_generic import generic_recurrence
 from rnnkit.cells import gate_blocks
 from rnnkit.pytree import build, pytree_dataclass, static_field
 
@@ -185,7 +185,7 @@ def test_backward_loop_carries_only_the_state():
 def test_dynamic_rnn_takes_a_split_cell_to_the_generic_bptt_when_asked(lengths):
     """Through ``dynamic_rnn``, a user's split cell runs on autodiff by default ("auto": the
     generic explicit BPTT measured slower for gated cells) and on the generic explicit BPTT with
-    ``bptt="fused"``; both give the same outputs and gradients."""
+    ``bptt="explicit"``; both give the same outputs and gradients."""
     cell = _cell("mgu")
     x = np.random.default_rng(2).standard_normal((B, T, I)).astype(np.float32)
     lengths = None if lengths is None else jnp.asarray(lengths)
@@ -197,7 +197,7 @@ def test_dynamic_rnn_takes_a_split_cell_to_the_generic_bptt_when_asked(lengths):
         eqns = jax.make_jaxpr(lambda x: run(cell, x, bptt))(x).jaxpr.eqns
         return {eqn.primitive.name for eqn in eqns}
 
-    assert "custom_vjp_call" in calls("fused")
+    assert "custom_vjp_call" in calls("explicit")
     assert "custom_vjp_call" not in calls("auto")
 
     def loss(cell, x, bptt):
@@ -205,14 +205,14 @@ def test_dynamic_rnn_takes_a_split_cell_to_the_generic_bptt_when_asked(lengths):
         return jnp.sum(jnp.sin(outputs)) + jnp.sum(jnp.cos(state))
 
     grads = {bptt: jax.grad(loss, argnums=(0, 1), allow_int=True)(cell, x, bptt)
-             for bptt in ("fused", "auto")}
-    np.testing.assert_allclose(run(cell, x, "fused")[0], run(cell, x, "auto")[0], rtol=1e-5,
+             for bptt in ("explicit", "auto")}
+    np.testing.assert_allclose(run(cell, x, "explicit")[0], run(cell, x, "auto")[0], rtol=1e-5,
                                atol=1e-6)
-    _assert_same(grads["fused"], grads["auto"], rtol=1e-4, atol=1e-5)
+    _assert_same(grads["explicit"], grads["auto"], rtol=1e-4, atol=1e-5)
 
 
-def test_splittable():
+def test_split_cells_satisfy_the_protocol():
     cells = [_cell(name) for name in CELLS]
-    assert all(splittable(c) for c in cells)
-    assert not splittable(rk.MultiRNNCell(cells[:1]))
-    assert not splittable(rk.DropoutWrapper(cells[0]))
+    assert all(isinstance(c, rk.SplitCell) for c in cells)
+    assert not isinstance(rk.MultiRNNCell(cells[:1]), rk.SplitCell)
+    assert not isinstance(rk.DropoutWrapper(cells[0]), rk.SplitCell)

@@ -15,6 +15,7 @@ import pytest
 from jax.experimental import rnn as jax_rnn
 
 import rnnkit as rk
+import rnnkit.loops
 import rnnkit.unroll
 from rnnkit.cudnn import cudnn_backend, cudnn_lstm
 
@@ -79,7 +80,7 @@ def fake_gpu(monkeypatch):
         handed.append(cell)
         return cudnn_lstm(cell, xs, state, lstm=reference_lstm)
 
-    monkeypatch.setattr(rnnkit.unroll, "cudnn_backend", lambda: True)
+    monkeypatch.setattr(rnnkit.loops, "cudnn_backend", lambda: True)
     monkeypatch.setattr(rnnkit.unroll, "cudnn_lstm", lstm)
     return handed
 
@@ -125,7 +126,7 @@ def test_on_a_gpu_what_cudnn_cannot_compute_falls_back(fake_gpu, case):
 
 
 def test_without_a_gpu_cudnn_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setattr(rnnkit.unroll, "cudnn_backend", lambda: False)
+    monkeypatch.setattr(rnnkit.loops, "cudnn_backend", lambda: False)
     x = jnp.zeros((B, T, I))
     backend = f"needs a GPU backend with cuDNN \\(this one is '{jax.default_backend()}'\\)"
     with pytest.raises(ValueError, match=f"bptt: 'cudnn' {backend}") as error:

@@ -48,8 +48,8 @@ def test_batch_devices_takes_the_most_that_divide_the_batch(batch_size, min_exam
     assert len(batch_devices(150, [f"d{i}" for i in range(64)])) == 6  # not 50 slivers of 3
 
 
-@pytest.mark.parametrize("cell, bptt", [("basic", "fused"), ("lstm", "fused"),
-                                        ("gru", "fused"), ("lstm", "autodiff")])
+@pytest.mark.parametrize("cell, bptt", [("basic", "explicit"), ("lstm", "explicit"),
+                                        ("gru", "explicit"), ("lstm", "autodiff")])
 def test_the_split_step_computes_the_single_device_step(cell, bptt):
     config = TINY.replace(cell=cell, lr=0.01)
     data = tiny_datasets().train
@@ -232,7 +232,7 @@ def test_thousands_of_queued_split_steps_do_not_deadlock():
 
 @pytest.mark.parametrize("devices", [TWO, None])
 @pytest.mark.parametrize("cell, layers, bptt, older", [
-    ("lstm", 1, "auto", True), ("lstm", 2, "fused", True), ("lstm", 1, "autodiff", False),
+    ("lstm", 1, "auto", True), ("lstm", 2, "explicit", True), ("lstm", 1, "autodiff", False),
     ("basic", 1, "auto", False), ("gru", 2, "auto", False)])
 def test_the_training_loop_of_an_lstm_model_compiles_with_the_older_emitters(
         cell, layers, bptt, older, devices, monkeypatch):

@@ -4,6 +4,7 @@ from rnnkit import datasets, parallel
 from rnnkit.activations import ACTIVATIONS, get_activation
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
 from rnnkit.parallel import use_cpu_cores
+from rnnkit.protocols import Cell, SplitCell
 from rnnkit.pytree import replace
 from rnnkit.unroll import bidirectional_dynamic_rnn, dynamic_rnn, reverse_sequence, static_rnn
 from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, OutputProjectionWrapper, ResidualWrapper
@@ -11,6 +12,7 @@ from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, OutputProjectionWrappe
 __all__ = [
     "ACTIVATIONS",
     "BasicRNNCell",
+    "Cell",
     "Dense",
     "DropoutWrapper",
     "GRUCell",
@@ -19,6 +21,7 @@ __all__ = [
     "MultiRNNCell",
     "OutputProjectionWrapper",
     "ResidualWrapper",
+    "SplitCell",
     "bidirectional_dynamic_rnn",
     "datasets",
     "dynamic_rnn",

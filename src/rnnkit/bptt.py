@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit.activations import ACTIVATIONS, activation_name
-from rnnkit.cells import BasicRNNCell, GRUCell, LSTMCell, LSTMStateTuple, gate_blocks
+from rnnkit.cells import LSTMStateTuple, builtin_kind, gate_blocks
 from rnnkit.masks import select, zero_where_invalid
 
 # d act / dz written with the activation's output h, for the activations that allow it.
@@ -33,35 +33,37 @@ _DERIVATIVE_FROM_OUTPUT = {
 
 
 class _Spec(NamedTuple):
-    """The static description of a fusable cell (hashable: it keys the compiled function)."""
+    """The static description of a built-in cell (hashable: it keys the compiled function)."""
 
     kind: str  # "basic", "lstm", "gru"
     option: object  # activation name, (forget_bias, peepholes), or reset_after
 
 
-def fusable(cell):
-    """Whether ``cell`` is a built-in cell that the explicit BPTT supports. Its type must be the
-    built-in class itself: a subclass may compute its step in its own way (one that overrides
-    ``recurrent_step`` runs on the generic explicit BPTT instead, ``bptt_generic.py``)."""
-    if type(cell) is BasicRNNCell:
+def supports(cell):
+    """Whether ``cell`` is a built-in cell (``cells.builtin_kind``) whose step this module's
+    backward pass knows: every LSTM and GRU, and a basic cell whose activation's derivative can
+    be written with its output (tanh, relu, sigmoid, identity, elu)."""
+    kind = builtin_kind(cell)
+    if kind == "basic":
         return activation_name(cell.activation) in _DERIVATIVE_FROM_OUTPUT
-    return type(cell) in (LSTMCell, GRUCell)
+    return kind is not None
 
 
-def fused_rnn(cell, xs, state0, valid, *, unroll=1):
+def explicit_rnn(cell, xs, state0, valid, *, unroll=1):
     """Run ``cell`` over ``xs`` with the explicit backward pass.
 
     Args:
-      cell: a cell for which ``fusable(cell)``; xs: time-major inputs ``[T, B, I]``, already
+      cell: a cell for which ``supports(cell)``; xs: time-major inputs ``[T, B, I]``, already
         zero where not valid.
       state0: the initial state; valid: bool ``[T, B]`` (False past each length) or None.
       unroll: time steps per iteration of the compiled loops (``lax.scan``'s ``unroll``).
     Returns:
       ``(outputs [T, B, H], final_state)``, zero outputs and a copied state where not valid.
     """
-    if isinstance(cell, BasicRNNCell):
+    kind = builtin_kind(cell)
+    if kind == "basic":
         spec, params = _Spec("basic", activation_name(cell.activation)), (cell.w_h,)
-    elif isinstance(cell, LSTMCell):
+    elif kind == "lstm":
         spec = _Spec("lstm", (cell.forget_bias, cell.use_peepholes))
         params = (cell.w_h, cell.peepholes)
     else:
@@ -79,8 +81,8 @@ def _forward(spec, unroll, projection, params, xs, state0, valid, save):
     """The time loop; with ``save`` it returns the states and gate activations of every step
     (the outputs are then the states' ``h``, zeroed past the lengths: no separate copy).
 
-    The input projection ``x_t w_x + b`` runs inside the loop: computed for all steps before
-    it, the ``[T, B, G*H]`` array and its gate slices ran markedly slower on XLA:CPU."""
+    The input projection ``x_t w_x + b`` runs inside the loop, step by step, rather than for
+    all steps before it (``docs/design.md#the-input-projection-inside-the-loop``)."""
     step = _STEPS[spec.kind]
     w_x, b = projection
     gates = _GATES[spec.kind]
@@ -134,10 +136,8 @@ def _recurrence_bwd(spec, unroll, residuals, cotangents):
 
 
 def _weight_grads(spec, params, xs, prevs, states, saved, d_xp, extra):
-    """``(d_projection, d_params)`` from the gate gradients of every step, after the loop.
-    ``x w_x`` and ``h w_h`` get one matmul each: joined into one ``[x, h]`` matmul, BasicRNN
-    and LSTM steps measured no faster (``benchmarks/ab_variants.py --experiments
-    weight-grads``)."""
+    """``(d_projection, d_params)`` from the gate gradients of every step, after the loop:
+    ``x w_x`` and ``h w_h`` get one matmul each over all ``T * B`` rows."""
     d_params = _PARAM_GRADS[spec.kind](spec, params, prevs, states, saved, d_xp, extra)
     return _projection_grads(xs, d_xp), d_params
 
@@ -168,10 +168,8 @@ def _rows(x):
 
 
 def _join(blocks):
-    """Gate blocks ``G x [B, H] -> [B, G*H]`` by a ``concatenate`` (a copy kernel of its own).
-    A sum of zero-padded blocks fuses with the computation of the blocks into one kernel, but
-    evaluates every block at every element: it measured 11% slower per GRU and 5% per LSTM
-    train step (``benchmarks/ab_variants.py``)."""
+    """Gate blocks ``G x [B, H] -> [B, G*H]`` by a ``concatenate``, a copy kernel of its own
+    (``docs/design.md#joining-gate-blocks``)."""
     return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
 
 

@@ -10,7 +10,7 @@ the step, taken in two parts so that the loop carries only the sequential depend
 
 The last line calls the step once on all ``T * B`` rows (time folded into the batch), so each
 weight gradient is one large matmul instead of ``T`` small ones, summed inside the loop. Masks
-(``valid``) act as in ``bptt.fused_rnn``: zero output and a copied state where not valid.
+(``valid``) act as in ``bptt.explicit_rnn``: zero output and a copied state where not valid.
 """
 
 import functools
@@ -21,12 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnkit.masks import select, zero_where_invalid
-
-
-def splittable(cell):
-    """Whether ``cell`` has callable ``input_projection`` and ``recurrent_step`` methods."""
-    methods = (getattr(cell, name, None) for name in ("input_projection", "recurrent_step"))
-    return all(callable(m) for m in methods)
 
 
 class _Layout(NamedTuple):
@@ -45,7 +39,7 @@ def generic_recurrence(cell, xp, state0, valid, *, unroll=1):
     ``T * B`` rows), and at steps that are not valid it must give finite values.
 
     Args:
-      cell: a split cell (``splittable(cell)``); xp: ``cell.input_projection(x)``, ``[T, B, P]``.
+      cell: a split cell (``rnnkit.protocols.SplitCell``); xp: ``cell.input_projection(x)``, ``[T, B, P]``.
       state0: the initial state; valid: bool ``[T, B]`` (False past each length) or None.
       unroll: time steps per iteration of the compiled loops (``lax.scan``'s ``unroll``).
     Returns:

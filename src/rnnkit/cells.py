@@ -5,11 +5,10 @@ new_state)``. Weights are input-major: ``w_x [I, G*H]``, ``w_h [H, G*H]``, ``b [
 ``G`` gate blocks side by side in the PyTorch/Keras order (LSTM ``i, f, g, o``; GRU ``r, z, n``).
 Initialisation: Glorot-uniform input weights, orthogonal recurrent weights, zero biases.
 
-Built-in cells are *split cells*: ``input_projection(x) = x w_x + b`` does not depend on the state,
-and ``recurrent_step(projected, state)`` is the rest of a step. The explicit BPTT (``bptt.py``)
-is built on this split: the input side's gradients are computed for all time steps at once,
-after the backward loop. (The forward projection itself stays inside the loop: computed before
-it for all steps, it measured slower on XLA:CPU.)
+Built-in cells are split cells (``rnnkit.protocols.SplitCell``): ``input_projection(x) = x w_x
++ b`` does not depend on the state, and ``recurrent_step(projected, state)`` is the rest of a
+step. The explicit BPTT (``bptt.py``) is built on this split: the input side's gradients are
+computed for all time steps at once, after the backward loop.
 """
 
 from typing import NamedTuple
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit.activations import get_activation
-from rnnkit.pytree import build, pytree_dataclass, static_field
+from rnnkit.pytree import build, pytree_dataclass, set_fields, static_field
 
 _glorot = jax.nn.initializers.glorot_uniform()
 _orthogonal = jax.nn.initializers.orthogonal()
@@ -68,7 +67,7 @@ class BasicRNNCell:
 
     def __init__(self, input_size, num_units, *, activation=jnp.tanh, key):
         w_x, w_h, b = _weights(key, input_size, num_units, 1)
-        _set(self, w_x=w_x, w_h=w_h, b=b, activation=get_activation(activation))
+        set_fields(self, w_x=w_x, w_h=w_h, b=b, activation=get_activation(activation))
 
     @classmethod
     def from_weights(cls, w_x, w_h, b, *, activation=jnp.tanh):
@@ -115,7 +114,7 @@ class LSTMCell:
     def __init__(self, input_size, num_units, *, forget_bias=1.0, use_peepholes=False, key):
         w_x, w_h, b = _weights(key, input_size, num_units, 4)
         peepholes = tuple(jnp.zeros((num_units,), jnp.float32) for _ in range(3))
-        _set(self, w_x=w_x, w_h=w_h, b=b, forget_bias=float(forget_bias),
+        set_fields(self, w_x=w_x, w_h=w_h, b=b, forget_bias=float(forget_bias),
              peepholes=peepholes if use_peepholes else None)
 
     @classmethod
@@ -178,7 +177,7 @@ class GRUCell:
 
     def __init__(self, input_size, num_units, *, reset_after=True, key):
         w_x, w_h, b = _weights(key, input_size, num_units, 3)
-        _set(self, w_x=w_x, w_h=w_h, b=b, b_h=jnp.zeros_like(b) if reset_after else None)
+        set_fields(self, w_x=w_x, w_h=w_h, b=b, b_h=jnp.zeros_like(b) if reset_after else None)
 
     @classmethod
     def from_weights(cls, w_x, w_h, b, b_h=None):
@@ -224,7 +223,7 @@ class Dense:
     def __init__(self, input_size, output_size, *, activation=None, key):
         w = _glorot(key, (input_size, output_size), jnp.float32)
         activation = None if activation is None else get_activation(activation)
-        _set(self, w=w, b=jnp.zeros((output_size,), jnp.float32), activation=activation)
+        set_fields(self, w=w, b=jnp.zeros((output_size,), jnp.float32), activation=activation)
 
     input_size = property(lambda self: self.w.shape[0])
     output_size = property(lambda self: self.w.shape[1])
@@ -234,6 +233,13 @@ class Dense:
         return y if self.activation is None else self.activation(y)
 
 
-def _set(obj, **values):
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
+BUILTIN_CELLS = {BasicRNNCell: "basic", LSTMCell: "lstm", GRUCell: "gru"}
+
+
+def builtin_kind(cell):
+    """The kind of a built-in cell ("basic", "lstm" or "gru"), else None.
+
+    The class itself, not a subclass: a subclass may compute its step in its own way, so the
+    code written for the built-in classes (the explicit BPTT, cuDNN) does not apply to it.
+    """
+    return BUILTIN_CELLS.get(type(cell))

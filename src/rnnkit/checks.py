@@ -7,9 +7,20 @@ expected and what came. Shapes are always known (also under ``jit``); values onl
 import jax
 import numpy as np
 
+from rnnkit.protocols import missing_members
+
 
 def is_concrete(x):
     return not isinstance(x, jax.core.Tracer)
+
+
+def check_cell(cell, name="cell"):
+    """``cell`` satisfies ``rnnkit.protocols.Cell``; else a TypeError naming what it lacks."""
+    missing = missing_members(cell)
+    if missing:
+        raise TypeError(f"{name}: expected a cell (rnnkit.protocols.Cell: __call__(inputs, "
+                        f"state), zero_state(batch_size, dtype), output_size, state_size), got "
+                        f"{type(cell).__name__} without {', '.join(missing)}")
 
 
 def check_cell_inputs(cell, x, name, rank):

@@ -9,15 +9,14 @@ import dataclasses
 import math
 import operator
 
-import jax
-
 from rnnkit.activations import ACTIVATIONS
-from rnnkit.cudnn import cudnn_backend
 from rnnkit.parallel import batch_devices
-from rnnkit.unroll import BPTT_MODES
 
 DATASETS = ("mnist", "fashion-mnist")
 CELLS = ("basic", "lstm", "gru")
+# How gradients flow back through time (``dynamic_rnn``'s ``bptt``; ``rnnkit.loops``).
+BPTT_MODES = ("auto", "explicit", "autodiff", "cudnn")
+BPTT_ALIASES = {"fused": "explicit"}  # an older name, still accepted
 
 
 class ConfigError(ValueError):
@@ -55,12 +54,18 @@ class TrainConfig:
                              "default: runs/<timestamp>")
     validation_size: int = _field(5000, "training images held out for validation")
     bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
-                       "(fused), jax.grad of the scan (autodiff), cuDNN's LSTM on a GPU "
-                       "(cudnn), or cuDNN where it applies and else whichever measured faster "
-                       "for the cell (auto)", choices=BPTT_MODES)
+                       "(explicit; 'fused' is an older name of it), jax.grad of the scan "
+                       "(autodiff), cuDNN's LSTM on a GPU (cudnn), or cuDNN where it applies "
+                       "and else the explicit BPTT for the built-in cells (auto)",
+                       choices=BPTT_MODES + tuple(BPTT_ALIASES))
     devices: int = _field(0, "devices each batch is split across (data parallelism); 0: as many "
                           "of JAX's devices as divide the batch evenly with at least 16 "
                           "examples each (rnnkit train gives JAX one CPU device per core)")
+
+    def __post_init__(self):
+        # The alias "fused" is stored as "explicit", so a run saved with either name resumes.
+        if isinstance(self.bptt, str):
+            object.__setattr__(self, "bptt", BPTT_ALIASES.get(self.bptt, self.bptt))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -102,9 +107,9 @@ class TrainConfig:
         if self.cell != "basic" and self.activation != "tanh":
             raise ConfigError("activation", f"only the basic cell takes an activation; "
                               f"{self.cell} uses its own gates (got {self.activation!r})")
-        if self.bptt == "cudnn" and (self.cell != "lstm" or not cudnn_backend()):
-            raise ConfigError("bptt", f"'cudnn' trains LSTM cells on a GPU with cuDNN; got cell "
-                              f"{self.cell!r} on the {jax.default_backend()!r} backend (use auto)")
+        if self.bptt == "cudnn" and self.cell != "lstm":
+            raise ConfigError("bptt", f"'cudnn' trains LSTM cells (on a GPU with cuDNN); got "
+                              f"cell {self.cell!r} (use auto)")
         for name in ("data_dir", "out"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ConfigError(name, f"expected a path or None, got {getattr(self, name)!r}")

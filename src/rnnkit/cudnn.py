@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import rnn as jax_rnn
 
-from rnnkit.cells import LSTMCell, LSTMStateTuple
+from rnnkit.cells import LSTMStateTuple, builtin_kind
 
 
 def cudnn_backend():
@@ -27,11 +27,12 @@ def cudnn_backend():
     return kernels is not None and platform in ("gpu", "cuda")
 
 
-def cudnn_applies(cell, lengths, dropout):
-    """Whether cuDNN computes exactly what ``cell`` does over a full batch of sequences (an
-    ``LSTMCell`` itself: a subclass may compute its step in its own way)."""
-    return (type(cell) is LSTMCell and not cell.use_peepholes and lengths is None
-            and not dropout and cell.w_x.dtype == jnp.float32)
+def cudnn_computes(layer):
+    """Whether cuDNN's LSTM computes exactly what ``layer`` does over full sequences without
+    dropout: a built-in ``LSTMCell`` without peepholes and with float32 weights (the lengths,
+    dropout and the inputs' dtype are ``rnnkit.loops.choose_loop``'s to check)."""
+    return (builtin_kind(layer) == "lstm" and not layer.use_peepholes
+            and layer.w_x.dtype == jnp.float32)
 
 
 def pack_weights(cell):

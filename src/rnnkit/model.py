@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
-from rnnkit.pytree import pytree_dataclass
+from rnnkit.pytree import pytree_dataclass, set_fields
 from rnnkit.unroll import dynamic_rnn
 from rnnkit.wrappers import MultiRNNCell
 
@@ -36,8 +36,7 @@ class SequenceClassifier:
         if dense.input_size != cell.output_size:
             raise ValueError(f"dense: expected input_size == the cell's output_size "
                              f"{cell.output_size}, got {dense.input_size}")
-        object.__setattr__(self, "cell", cell)
-        object.__setattr__(self, "dense", dense)
+        set_fields(self, cell=cell, dense=dense)
 
     def __call__(self, images, *, key=None, bptt="auto"):
         """``images [B, T*I]`` (or ``[B, T, I]``) -> logits ``[B, classes]``.

@@ -14,7 +14,7 @@ JAX's multi-host setup, which rnnkit has not been run on).
 On a CPU, XLA keeps one device's computation mostly on one core: the small matmuls and the gate
 arithmetic of an RNN step use the other cores little. JAX shows one CPU device unless told
 otherwise before its first computation; ``use_cpu_cores()`` gives it one per core, and then a
-data-parallel step keeps every core busy (``BENCHMARKS.md`` has the figures).
+data-parallel step keeps every core busy (``docs/design.md#data-parallelism-across-cores``).
 """
 
 import collections
@@ -59,9 +59,8 @@ def use_cpu_cores(count=None):
     return count
 
 
-# The fewest examples a device gets from the default split. 16 a device (the long-sequence LSTM,
-# batch 32, on 2 cores) was still 1.19x faster than one device (BENCHMARKS.md); smaller slices
-# were not measured, and on many cores a batch would otherwise be cut into slivers.
+# The fewest examples a device gets from the default split, so that a batch is not cut into
+# slivers on many cores (docs/design.md#at-least-16-examples-a-device).
 MIN_EXAMPLES_PER_DEVICE = 16
 
 
@@ -113,11 +112,9 @@ def data_parallel(fn, devices):
 def _mean_across_devices(tree):
     """``pmean`` of ``tree``'s arrays (of one float dtype), sent as one flat array: the same
     bits as a ``pmean`` per array, with one all-reduce operand instead of one per array."""
-    # XLA:CPU's all-reduce meets the other devices once per operand, tens of microseconds
-    # each: one array took about 0.4 ms (8%) off the book's split BasicRNN train step called
-    # once per step (benchmarks/ab_variants.py --devices 2 --experiments all-reduce); in fit's
-    # training loop (the same with --loop) the two measured the same. The barrier keeps XLA
-    # from fusing the flat array's slices into Adam's update, which changed its float rounding
+    # XLA:CPU's all-reduce meets the other devices once per operand, so one operand costs
+    # least (docs/design.md#one-all-reduce-of-one-flat-array). The barrier keeps XLA from
+    # fusing the flat array's slices into Adam's update, which would change its float rounding
     # (tests/test_parallel.py checks the bits).
     flat, unravel = ravel_pytree(tree)
     return jax.lax.optimization_barrier(unravel(jax.lax.pmean(flat, AXIS)))
@@ -128,11 +125,10 @@ def bounded_queue(step, depth=2):
 
     JAX returns from a call before the devices have run it, so a loop can queue many steps.
     With many multi-device steps queued, XLA:CPU's in-process all-reduce can deadlock (every
-    device thread waiting in the all-reduce for a device that never came; the process aborts
-    after 40 s). In trials on a 2-core machine (scripts not kept), 2,000 unsynchronised steps
-    and a queue of 16 hung, queues of 2 and 4 ran thousands of steps; ``tests/test_parallel.py``
-    runs 2,000 steps through a queue of 2. A data-parallel loop on a CPU should keep its queue
-    this short; ``make_train_step`` and ``make_steps`` do.
+    device thread waiting in the all-reduce for a device that never came, until the process
+    aborts; ``docs/design.md#a-queue-of-two-steps``). ``tests/test_parallel.py`` runs 2,000
+    steps through a queue of 2. A data-parallel loop on a CPU should keep its queue this short;
+    ``make_train_step`` and ``make_steps`` do.
 
     ``step`` must return a pytree whose first array is on every device of the call (as the
     replicated model of a data-parallel step is): waiting for it waits for the whole call.

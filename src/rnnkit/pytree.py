@@ -36,11 +36,16 @@ def pytree_dataclass(cls):
     return cls
 
 
+def set_fields(obj, **values):
+    """Set the fields of a frozen dataclass ``obj``: the one way an ``__init__`` fills them."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
 def build(cls, **values):
     """An instance of ``cls`` with its fields set to ``values``, without calling ``__init__``."""
     obj = object.__new__(cls)
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
+    set_fields(obj, **values)
     return obj
 
 

@@ -18,17 +18,17 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit import speed
-from rnnkit.bptt import fusable, fused_rnn
-from rnnkit.bptt_generic import generic_recurrence, splittable
+from rnnkit.bptt import explicit_rnn
+from rnnkit.bptt_generic import generic_recurrence
+from rnnkit.checks import check_cell, check_cell_inputs, check_sequence_length, check_state
+from rnnkit.cudnn import cudnn_lstm
+from rnnkit.loops import Loop, choose_loop, layers
 from rnnkit.masks import select
-from rnnkit.checks import check_cell_inputs, check_sequence_length, check_state
-from rnnkit.cudnn import cudnn_applies, cudnn_backend, cudnn_lstm
+from rnnkit.protocols import Cell
 from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell, has_dropout
 
-BPTT_MODES = ("auto", "fused", "autodiff", "cudnn")
 
-
-def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=None):
+def static_rnn(cell: Cell, inputs, *, initial_state=None, sequence_length=None, key=None):
     """Unroll ``cell`` over a Python list of steps (the graph grows with ``T``).
 
     Args:
@@ -38,6 +38,7 @@ def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=No
     Returns:
       ``(outputs, final_state)``: a list of ``[B, O]`` arrays and the state after the last valid step.
     """
+    check_cell(cell)
     if not isinstance(inputs, (list, tuple)) or not inputs:
         raise ValueError(f"inputs: expected a non-empty list of [B, I] arrays, got {inputs!r:.80}")
     for t, x in enumerate(inputs):
@@ -55,22 +56,24 @@ def static_rnn(cell, inputs, *, initial_state=None, sequence_length=None, key=No
     return outputs, state
 
 
-def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_major=False,
+def dynamic_rnn(cell: Cell, inputs, *, sequence_length=None, initial_state=None, time_major=False,
                 key=None, bptt="auto", unroll=None):
     """Unroll ``cell`` with one ``lax.scan``: the compiled program does not grow with ``T``.
 
     Args:
       inputs: ``[B, T, I]``, or ``[T, B, I]`` with ``time_major=True``.
       sequence_length: optional int ``[B]``; initial_state: zeros when None; key: PRNG key (dropout).
-      bptt: "fused" (explicit backward pass, ``bptt.py``), "autodiff" (``jax.grad`` of the scan),
-        "cudnn" (cuDNN's LSTM on a GPU, ``cudnn.py``) or "auto": cuDNN where it applies, else
-        the one measured faster for this cell, by the rule in ``speed.py``. The fused and cuDNN
-        paths define only reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
+      bptt: "explicit" (the explicit backward pass, ``bptt.py``; "fused" is an older name),
+        "autodiff" (``jax.grad`` of the scan), "cudnn" (cuDNN's LSTM on a GPU, ``cudnn.py``) or
+        "auto": cuDNN where it applies, else the explicit BPTT for built-in cells and autodiff
+        for others (``rnnkit.loops.choose_loop``). The explicit and cuDNN paths define only
+        reverse mode: use ``bptt="autodiff"`` for ``jax.jvp``.
       unroll: time steps per compiled loop iteration; None takes ``speed.DEFAULT_UNROLL``.
         cuDNN's kernel (``bptt="cudnn"``, or "auto" on a GPU) runs its own loop and ignores it.
     Returns:
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
+    check_cell(cell)
     check_cell_inputs(cell, inputs, "inputs", rank=3)
     xs = _as_float(_time_major(inputs, time_major), cell)  # [T, B, I]
     state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
@@ -78,7 +81,7 @@ def dynamic_rnn(cell, inputs, *, sequence_length=None, initial_state=None, time_
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
 
 
-def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
+def bidirectional_dynamic_rnn(cell_fw: Cell, cell_bw: Cell, inputs, *, sequence_length=None,
                               initial_state_fw=None, initial_state_bw=None, time_major=False,
                               key=None, bptt="auto", unroll=None):
     """A forward and a backward ``dynamic_rnn`` over the same inputs.
@@ -89,6 +92,8 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs, *, sequence_length=None,
     Returns:
       ``((out_fw, out_bw), (state_fw, state_bw))``, outputs shaped like ``dynamic_rnn``'s.
     """
+    check_cell(cell_fw, "cell_fw")
+    check_cell(cell_bw, "cell_bw")
     check_cell_inputs(cell_fw, inputs, "inputs", rank=3)
     check_cell_inputs(cell_bw, inputs, "inputs", rank=3)
     key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
@@ -157,91 +162,46 @@ def _masked_step(cell, x, state, valid, key):
 
 
 def _run(cell, xs, state, lengths, key, bptt, unroll):
-    """The time loop over time-major ``xs [T, B, I]``: cuDNN, explicit BPTT or autodiff of a
-    scan."""
-    if bptt not in BPTT_MODES:
-        raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
+    """The time loop over time-major ``xs [T, B, I]``, the one ``loops.choose_loop`` picks."""
     if unroll is not None and (isinstance(unroll, bool) or not isinstance(unroll, int)
                                or unroll < 1):
         raise ValueError(f"unroll: expected a positive int or None, got {unroll!r}")
-    dropout = key is not None and has_dropout(cell)  # a key matters only to dropout
-    cudnn_layers = (_cudnn_layers(cell, xs.dtype, lengths, dropout)
-                    if bptt in ("auto", "cudnn") else None)
-    if cudnn_layers is not None:
-        return _run_fused(cudnn_layers, _stacked(cell), xs, state, lengths, unroll, cudnn=True)
-    if bptt == "cudnn":
-        raise ValueError(
-            "bptt: 'cudnn' needs a GPU backend with cuDNN (this one is "
-            f"{jax.default_backend()!r}) and LSTMCell layers without peepholes, float32 weights "
-            f"and inputs, no sequence_length and no active dropout; got {type(cell).__name__}"
-            + (" with sequence_length" if lengths is not None else "")
-            + (" with dropout" if dropout else ""))
-    layers = None if dropout else _fused_layers(cell, generic=bptt == "fused")
-    if bptt == "fused" and layers is None:
-        raise ValueError(
-            f"bptt: 'fused' supports the built-in cells, cells with input_projection and "
-            f"recurrent_step, and MultiRNNCell stacks of them, without active dropout (a "
-            f"DropoutWrapper given a key); got {type(cell).__name__}"
-            + (" with dropout" if dropout else "")
-        )
     unroll = speed.DEFAULT_UNROLL if unroll is None else unroll
-    auto_fused = bptt == "auto" and layers is not None and all(map(speed.prefer_fused, layers))
-    if layers is not None and (bptt == "fused" or auto_fused):
-        return _run_fused(layers, _stacked(cell), xs, state, lengths, unroll)
-    return _scan(cell, xs, state, lengths, key, unroll)
+    dropout = key is not None and has_dropout(cell)  # a key matters only to dropout
+    plan = choose_loop(cell, dtype=xs.dtype, has_lengths=lengths is not None, dropout=dropout,
+                       mode=bptt)
+    if plan == (Loop.AUTODIFF,):
+        return _scan(cell, xs, state, lengths, key, unroll)
+    return _run_layers(plan, cell, xs, state, lengths, unroll)
 
 
-def _unwrap(cell):
-    """Without a key a ``DropoutWrapper`` is the identity: look through it."""
-    while isinstance(cell, DropoutWrapper):
-        cell = cell.cell
-    return cell
-
-
-def _stacked(cell):
-    return isinstance(_unwrap(cell), MultiRNNCell)
-
-
-def _layers(cell):
-    cell = _unwrap(cell)
-    return [_unwrap(c) for c in cell.cells] if isinstance(cell, MultiRNNCell) else [cell]
-
-
-def _cudnn_layers(cell, dtype, lengths, dropout):
-    """The layers of ``cell`` if cuDNN computes each of them on this backend, else None."""
-    layers = _layers(cell)
-    applies = (cudnn_backend() and dtype == jnp.float32
-               and all(cudnn_applies(c, lengths, dropout) for c in layers))
-    return layers if applies else None
-
-
-def _fused_layers(cell, generic=False):
-    """The layers of ``cell`` if each has an explicit BPTT (with ``generic``, also split cells
-    of any kind, through ``bptt_generic``), else None."""
-    layers = _layers(cell)
-    has_bptt = (lambda c: fusable(c) or splittable(c)) if generic else fusable
-    return layers if all(has_bptt(c) for c in layers) else None
-
-
-def _run_fused(layers, stacked, xs, state, lengths, unroll, cudnn=False):
-    """Layer after layer, each a full sequence: a built-in cell's explicit BPTT (``bptt.py``,
-    whose loop projects each step's inputs), a split cell's generic one (``bptt_generic.py``, its
-    inputs projected for all steps in one matmul first) or, with ``cudnn``, cuDNN's LSTM."""
+def _run_layers(plan, cell, xs, state, lengths, unroll):
+    """Layer after layer, each a full sequence, on its loop: a built-in cell's explicit BPTT
+    (``bptt.py``, whose loop projects each step's inputs), a split cell's generic one
+    (``bptt_generic.py``, its inputs projected for all steps in one matmul first) or cuDNN's
+    LSTM (``cudnn.py``)."""
     valid = None if lengths is None else jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
     if valid is not None:
         xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))  # never read the padding
+    stacked = _is_stack(cell)  # the state is a tuple of the layers' states
     states = state if stacked else (state,)
     finals = []
-    for layer, layer_state in zip(layers, states):
-        if cudnn:
+    for loop, layer, layer_state in zip(plan, layers(cell), states, strict=True):
+        if loop is Loop.CUDNN:
             xs, layer_state = cudnn_lstm(layer, xs, layer_state)
-        elif fusable(layer):
-            xs, layer_state = fused_rnn(layer, xs, layer_state, valid, unroll=unroll)
+        elif loop is Loop.EXPLICIT:
+            xs, layer_state = explicit_rnn(layer, xs, layer_state, valid, unroll=unroll)
         else:
             xs, layer_state = generic_recurrence(layer, layer.input_projection(xs), layer_state,
                                                  valid, unroll=unroll)
         finals.append(layer_state)
     return xs, (tuple(finals) if stacked else finals[0])
+
+
+def _is_stack(cell):
+    while isinstance(cell, DropoutWrapper):  # without a key, the identity
+        cell = cell.cell
+    return isinstance(cell, MultiRNNCell)
 
 
 def _scan(cell, xs, state, lengths, key, unroll=1):

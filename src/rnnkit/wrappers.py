@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit.cells import LSTMStateTuple
-from rnnkit.pytree import build, pytree_dataclass, replace, static_field
+from rnnkit.pytree import build, pytree_dataclass, replace, set_fields, static_field
 
 _glorot = jax.nn.initializers.glorot_uniform()
 
@@ -50,7 +50,7 @@ class MultiRNNCell:
                     f"cells: layer {depth + 1} expects inputs of size {wanted}, but layer "
                     f"{depth} outputs size {lower.output_size}; sizes must chain"
                 )
-        object.__setattr__(self, "cells", cells)
+        set_fields(self, cells=cells)
 
     input_size = property(lambda self: getattr(self.cells[0], "input_size", None))
     output_size = property(lambda self: self.cells[-1].output_size)
@@ -97,9 +97,7 @@ class OutputProjectionWrapper:
 
     def __init__(self, cell, output_size, *, key):
         w = _glorot(key, (cell.output_size, output_size), jnp.float32)
-        object.__setattr__(self, "cell", cell)
-        object.__setattr__(self, "w", w)
-        object.__setattr__(self, "b", jnp.zeros((output_size,), jnp.float32))
+        set_fields(self, cell=cell, w=w, b=jnp.zeros((output_size,), jnp.float32))
 
     output_size = property(lambda self: self.w.shape[1])
 
@@ -121,7 +119,7 @@ class ResidualWrapper:
             raise ValueError(
                 f"cell: ResidualWrapper needs input_size == output_size, got {size_in} != {size_out}"
             )
-        object.__setattr__(self, "cell", cell)
+        set_fields(self, cell=cell)
 
     def __call__(self, inputs, state, *, key=None):
         output, state = call_cell(self.cell, inputs, state, key)
@@ -152,10 +150,9 @@ class DropoutWrapper:
         for name, p in probs.items():
             if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p <= 1.0:
                 raise ValueError(f"{name}: expected a number in (0, 1], got {p!r}")
-        values = dict(cell=cell, sequence_key=None, variational_recurrent=bool(variational_recurrent),
-                      **{k: float(v) for k, v in probs.items()})
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+        set_fields(self, cell=cell, sequence_key=None,
+                   variational_recurrent=bool(variational_recurrent),
+                   **{k: float(v) for k, v in probs.items()})
 
     def begin_sequence(self, key):
         inner_key, own_key = jax.random.split(key)
