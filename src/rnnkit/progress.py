@@ -3,12 +3,17 @@
 ``metrics.jsonl`` and ``metrics.csv`` hold one row per epoch (``METRIC_FIELDS``); both are
 rewritten whole, atomically, after every epoch, so a reader never sees half a row and a resumed
 run simply rewrites them from the rows kept up to its checkpoint.
+
+Every JSON file is strict JSON (RFC 8259), which has no NaN or infinity: such a number is
+written as ``null`` (in ``metrics.csv``, as an empty field) and ``read_metrics`` reads it back
+as NaN.
 """
 
 import contextlib
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -29,14 +34,33 @@ def epoch_line(row):
 
 
 def write_json(path, value):
+    """Writes ``value`` to ``path`` as strict JSON, atomically: a NaN or infinite float in it
+    becomes ``null``."""
     with atomic_write(path) as out:
-        out.write((json.dumps(value, indent=2) + "\n").encode())
+        out.write((_strict_json(value, indent=2) + "\n").encode())
+
+
+def _strict_json(value, **kwargs):
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kwargs)
+
+
+def _finite_or_null(value):
+    """``value`` with every NaN or infinite float, however deep in dicts and lists, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def write_metrics(folder, rows):
-    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` in ``folder`` with ``rows``."""
+    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` in ``folder`` with ``rows``; a NaN or
+    infinite value is ``null`` in the one and an empty field in the other."""
     folder = Path(folder)
-    lines = "".join(json.dumps({k: row[k] for k in METRIC_FIELDS}) + "\n" for row in rows)
+    rows = [_finite_or_null({k: row[k] for k in METRIC_FIELDS}) for row in rows]
+    lines = "".join(_strict_json(row) + "\n" for row in rows)
     with atomic_write(folder / "metrics.jsonl") as out:
         out.write(lines.encode())
     table = io.StringIO()
@@ -52,7 +76,8 @@ class MetricsError(ValueError):
 
 
 def read_metrics(folder, *, up_to_epoch):
-    """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch``, one for each.
+    """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch``, one for each; a
+    ``null`` value is NaN.
 
     Raises:
       MetricsError: a line that is not a metrics row, or a missing epoch (the file is absent,
@@ -79,7 +104,7 @@ def _metrics_row(path, number, line):
             or isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int)):
         raise MetricsError(f"{path}, line {number}: expected an object with an integer epoch "
                            f"and {', '.join(METRIC_FIELDS[1:])}, got {line[:60]!r}")
-    return row
+    return {key: math.nan if value is None else value for key, value in row.items()}
 
 
 def is_terminal():
