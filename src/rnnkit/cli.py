@@ -219,7 +219,7 @@ def _runs(args):
 
 
 def _read_digits(file, invert):
-    if not Path(file).is_file():
+    if not Path(file).exists():  # a folder is load_digits' one-line error
         raise FileNotFoundError(f"{file}: no such file")
     try:
         images = load_digits(file, invert=invert)
