@@ -34,11 +34,10 @@ from pathlib import Path
 
 from common import machine, write_json
 from rnnkit import use_cpu_cores
-from rnnkit.config import CELLS, ConfigError, TrainConfig
+from rnnkit.config import BPTT_MODES, CELLS, ConfigError, TrainConfig
 from rnnkit.datasets import DataSet, Datasets, DatasetError, fashion_mnist, load_embedded_mnist
 from rnnkit.datasets import read_test_set
 from rnnkit.train import TrainingDiverged, fit
-from rnnkit.unroll import BPTT_MODES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = REPO.parent / "shared" / "data"

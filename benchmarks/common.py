@@ -1,10 +1,16 @@
-"""Shared pieces of the benchmark scripts: timing, machine facts, rnnkit's train step."""
+"""Shared pieces of the benchmark scripts: timing, machine facts, the book's model and its steps.
+
+Every rnnkit figure comes from the library's own public functions: ``rnnkit.steps``'s
+``make_train_step`` (one jitted call a step) and ``make_steps`` (``fit``'s loop), or the
+gradient of ``rnnkit.dynamic_rnn`` itself.
+"""
 
 import json
 import os
 import platform
 import statistics
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,26 +18,16 @@ import numpy as np
 import optax
 
 import rnnkit as rk
+from rnnkit.model import SequenceClassifier, build_cell, top_hidden
+from rnnkit.steps import STEPS_PER_CALL, TrainState, make_steps, make_train_step, place_data
 
-CELLS = {"basic": rk.BasicRNNCell, "lstm": rk.LSTMCell, "gru": rk.GRUCell}
+CLASSES = 10
+LR = 1e-3
 
 
 def median_ms(fn, *, steps=30, rounds=2, warmup=3):
     """Median wall time of ``fn()`` in ms over ``rounds`` x ``steps`` calls (``fn`` must block)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        for _ in range(steps):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def blocking(fn, *args):
-    """``fn(*args)``, waiting until its arrays are computed (for timing jitted calls)."""
-    return jax.block_until_ready(fn(*args))
+    return interleaved_median_ms({"fn": fn}, steps=steps, rounds=rounds, warmup=warmup)["fn"]
 
 
 def interleaved_median_ms(fns, *, steps=6, rounds=10, warmup=3):
@@ -65,16 +61,17 @@ def machine():
 
 
 def book_batch(batch_size, num_steps, input_size, seed=0):
+    """A batch of the book's task: ``x [B, T, I]`` float32 in [0, 1), ``y [B]`` int32 labels."""
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, num_steps, input_size), dtype=np.float32)
-    y = rng.integers(0, 10, batch_size).astype(np.int32)
-    return jnp.asarray(x), jnp.asarray(y)
+    y = rng.integers(0, CLASSES, batch_size).astype(np.int32)
+    return x, y
 
 
 @rk.pytree.pytree_dataclass
 class UserCell:
     """A built-in cell seen as a user's own split cell: the same maths, but not one of the cells
-    that ``bptt.py`` knows, so ``bptt="fused"`` runs the generic explicit BPTT on it."""
+    that ``bptt.py`` knows, so ``bptt="explicit"`` runs the generic explicit BPTT on it."""
 
     inner: object
 
@@ -95,71 +92,90 @@ class UserCell:
         return self.inner(inputs, state)
 
 
-def rnnkit_train_step(kind, input_size, units, *, bptt="auto", unroll=None, classes=10, lr=1e-3,
-                      user_cell=False, devices=None):
-    """(params, opt_state, step) for cell -> dynamic_rnn -> Dense(final h) -> softmax xent.
-
-    ``user_cell`` wraps the cell in ``UserCell`` (the loops a user's own cell gets). With two or
-    more ``devices``, the step splits the batch across them as ``rnnkit train`` does
-    (``rnnkit.parallel.data_parallel``); pass it ``x, y`` placed by ``place_batch``."""
+def book_model(kind, input_size, units, *, user_cell=False):
+    """The book's classifier (``rnnkit.model.SequenceClassifier``): a ``kind`` cell, then Dense(10)
+    on its final state; ``user_cell`` wraps the cell in ``UserCell``. Weights from key 0."""
     k_cell, k_dense = jax.random.split(jax.random.key(0))
-    cell = CELLS[kind](input_size, units, key=k_cell)
+    cell = build_cell(kind, input_size, units, key=k_cell)
     if user_cell:
         cell = rk.pytree.build(UserCell, inner=cell)
-    params = (cell, rk.Dense(units, classes, key=k_dense))
-    optimizer = optax.adam(lr)
+    return SequenceClassifier(cell, rk.Dense(units, CLASSES, key=k_dense))
 
-    def loss_fn(params, x, y):
-        logits = rnnkit_logits(params, x, bptt=bptt, unroll=unroll)
+
+def train_state(model, optimizer):
+    """A fresh ``rnnkit.steps.TrainState`` for ``model``."""
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(model, optimizer.init(model), jax.random.key(0), zero, zero)
+
+
+def param_count(model):
+    return sum(leaf.size for leaf in jax.tree.leaves(model))
+
+
+def train_step_fn(kind, x, y, units, *, bptt="auto", devices=None):
+    """``(call, step, state)``: ``call()`` runs one ``make_train_step`` step on ``x, y`` (split
+    across ``devices`` when there are two or more) and returns its loss as a float."""
+    optimizer = optax.adam(LR)
+    step = make_train_step(optimizer, bptt=bptt, devices=devices)
+    state = [train_state(book_model(kind, x.shape[-1], units), optimizer)]
+    if devices is not None and len(devices) > 1:
+        x, y = jax.device_put((x, y), rk.parallel.batch_sharding(devices))
+    else:
+        x, y = jax.device_put((x, y), devices[0] if devices else None)
+
+    def call():
+        state[0], (loss, _) = step(state[0], x, y)
+        return float(loss)
+
+    return call, step, state
+
+
+def fit_loop_fn(kind, x, y, units, *, devices=None, steps_per_call=None):
+    """``call()`` runs ``fit``'s training loop (``make_steps``): ``steps_per_call`` steps (default
+    ``rnnkit.steps.STEPS_PER_CALL``), each on a permutation of ``x`` placed on ``devices`` as
+    ``fit`` places its data. Returns ``(call, steps_per_call, state)``."""
+    steps_per_call = steps_per_call or STEPS_PER_CALL
+    optimizer = optax.adam(LR)
+    devices = rk.parallel.batch_devices(len(x), devices)
+    steps = make_steps(optimizer, devices=devices)
+    data = place_data(_Data(x.reshape(len(x), -1), y), devices)
+    rng = np.random.default_rng(0)
+    index = np.stack([rng.permutation(len(x)) for _ in range(steps_per_call)])  # [k, B]
+    state = [train_state(book_model(kind, x.shape[-1], units), optimizer)]
+    sums, first_bad = jnp.zeros(2), jnp.asarray(-1, jnp.int32)
+
+    def call():
+        state[0], _, _, (loss, _) = steps(state[0], sums, first_bad, *data, index)
+        return float(loss)
+
+    return call, steps_per_call, state
+
+
+class _Data(NamedTuple):
+    """What ``place_data`` reads of a ``DataSet``."""
+
+    images: np.ndarray  # [N, T*I]
+    labels: np.ndarray  # [N]
+
+
+def grad_fn(kind, x, y, units, *, bptt="auto", unroll=None, user_cell=False, loop="dynamic"):
+    """``(call, grad, model)``: ``call()`` runs ``grad = jit(value_and_grad(loss))`` once, where
+    the loss is the book model's, unrolled by ``rk.dynamic_rnn(..., bptt=, unroll=)`` (or
+    ``rk.static_rnn`` with ``loop="static"``): the unroll functions' own loops, without the
+    optimizer."""
+    model = book_model(kind, x.shape[-1], units, user_cell=user_cell)
+
+    def loss(model, x, y):
+        if loop == "static":
+            _, state = rk.static_rnn(model.cell, [x[:, t] for t in range(x.shape[1])])
+        else:
+            _, state = rk.dynamic_rnn(model.cell, x, bptt=bptt, unroll=unroll)
+        logits = model.dense(top_hidden(state))
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def grad_fn(params, x, y, key):  # key: data_parallel's signature; no randomness here
-        return jax.value_and_grad(loss_fn)(params, x, y)
-
-    if devices is not None and len(devices) > 1:
-        grad_fn = rk.parallel.data_parallel(grad_fn, devices)
-
-    @jax.jit
-    def step(params, opt_state, x, y):
-        loss, grads = grad_fn(params, x, y, None)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return params, optimizer.init(params), step
-
-
-def place_batch(x, y, devices):
-    """``x, y`` on the device, or split across ``devices`` for a data-parallel step."""
-    if devices is None or len(devices) < 2:
-        return jnp.asarray(x), jnp.asarray(y)
-    return jax.device_put((x, y), rk.parallel.batch_sharding(devices))
-
-
-def rnnkit_logits(params, x, *, loop="dynamic", bptt="auto", unroll=None):
-    """Logits ``[B, classes]`` of ``(cell, dense)`` on ``x [B, T, I]``: Dense(final hidden state).
-
-    ``loop="static"`` unrolls with ``static_rnn`` (one graph node per step; ``bptt`` and
-    ``unroll`` then do not apply), ``"dynamic"`` with ``dynamic_rnn``.
-    """
-    cell, dense = params
-    if loop == "static":
-        _, state = rk.static_rnn(cell, [x[:, t] for t in range(x.shape[1])])
-    else:
-        _, state = rk.dynamic_rnn(cell, x, bptt=bptt, unroll=unroll)
-    h = state.h if isinstance(state, rk.LSTMStateTuple) else state
-    return dense(h)
-
-
-def time_rnnkit_train(kind, batch, units, **options):
-    x, y = batch
-    params, opt_state, step = rnnkit_train_step(kind, x.shape[-1], units, **options)
-    state = [params, opt_state]
-
-    def run():
-        state[0], state[1], loss = step(state[0], state[1], x, y)
-        loss.block_until_ready()
-
-    return median_ms(run)
+    grad = jax.jit(jax.value_and_grad(loss))
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    return (lambda: jax.block_until_ready(grad(model, x, y))), grad, model
 
 
 def write_json(path, payload):

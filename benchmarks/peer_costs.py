@@ -14,20 +14,20 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import Mesh, PartitionSpec
 
 import rnnkit as rk
-from common import book_batch, rnnkit_logits, rnnkit_train_step
-from peer_models import BUILDERS, CLASSES, GATES, book_batch_np
+from common import CLASSES, book_batch, grad_fn, train_step_fn
+from peer_models import BUILDERS, GATES
 
 
 def compiled_bytes(kind, shape, *, bptt):
-    """XLA's ``memory_analysis`` of rnnkit's compiled train step on ``shape = (B, T, I, H)``."""
+    """XLA's ``memory_analysis`` of rnnkit's train step (``make_train_step``, one device) on
+    ``shape = (B, T, I, H)``."""
     batch_size, num_steps, input_size, units = shape
     x, y = book_batch(batch_size, num_steps, input_size)
-    params, opt_state, step = rnnkit_train_step(kind, input_size, units, bptt=bptt)
-    stats = step.lower(params, opt_state, x, y).compile().memory_analysis()
+    _, step, state = train_step_fn(kind, x, y, units, bptt=bptt, devices=jax.devices()[:1])
+    stats = step.lower(state[0], x, y).compile().memory_analysis()
     sizes = dict(temp=stats.temp_size_in_bytes, argument=stats.argument_size_in_bytes,
                  output=stats.output_size_in_bytes)
     return dict(sizes, total=sum(sizes.values()))
@@ -67,7 +67,7 @@ def _child(spec, timeout=None):
 
 def _rss_child(spec):
     batch_size, num_steps, input_size, units = spec["shape"]
-    x, y = book_batch_np(batch_size, num_steps, input_size)
+    x, y = book_batch(batch_size, num_steps, input_size)
     peer = BUILDERS[spec["framework"]]("lstm", x, y, units)
     hwm0, max0 = peak_rss_kb()
     if spec["mode"] == "compile":
@@ -111,17 +111,13 @@ def compile_times(sizes, kinds, skip_static_long, static_limit_s):
 
 
 def compile_seconds(kind, shape, *, loop):
-    """Wall seconds of ``jax.jit(value_and_grad(loss)).lower(...)`` and of ``.compile()``."""
+    """Wall seconds of ``jax.jit(value_and_grad(loss)).lower(...)`` and of ``.compile()``, the
+    loss unrolled by ``rk.dynamic_rnn`` or ``rk.static_rnn`` (``loop``)."""
     batch_size, num_steps, input_size, units = shape
     x, y = book_batch(batch_size, num_steps, input_size)
-    params = rnnkit_train_step(kind, input_size, units)[0]
-
-    def loss(params, x, y):  # a new function each call: nothing comes from jit's caches
-        logits = rnnkit_logits(params, x, loop=loop)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
+    _, grad, model = grad_fn(kind, x, y, units, loop=loop)  # a new jit: nothing from its caches
     start = time.perf_counter()
-    lowered = jax.jit(jax.value_and_grad(loss)).lower(params, x, y)
+    lowered = grad.lower(model, x, y)
     middle = time.perf_counter()
     lowered.compile()
     return middle - start, time.perf_counter() - middle

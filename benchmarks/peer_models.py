@@ -5,18 +5,19 @@ cross-entropy, float32, Adam(1e-3). Each builder takes ``(kind, x, y, units)`` w
 ``x [B, T, I]`` float32 and ``y [B]`` int32 and returns a ``Peer`` bound to that batch. Every call
 of a ``Peer`` blocks until its result is ready, so wall time around it is the step's time.
 
-Frameworks are imported inside their builder: a run (or a memory child process) loads only
-the frameworks it measures.
+The peer frameworks are imported inside their builder: a run (or a memory child process)
+loads only the peers it measures.
 """
 
 import functools
 import os
 from typing import Callable, NamedTuple, Optional
 
-import numpy as np
+import jax
 
-CLASSES = 10
-LR = 1e-3
+import rnnkit as rk
+from common import CLASSES, LR, fit_loop_fn, param_count, train_step_fn
+
 GATES = {"basic": 1, "lstm": 4, "gru": 3}
 
 
@@ -26,41 +27,30 @@ class Peer(NamedTuple):
     params: int  # trainable parameters
     train_step: Callable[[], float]  # forward + backward + Adam update; returns the loss
     forward: Callable[[], object]  # logits [B, 10] of the batch (inference)
-    compile: Optional[Callable[[], object]] = None  # compile the train step only (JAX AOT)
+    compile: Optional[Callable[[], object]] = None  # compile the one-device step (JAX AOT)
     steps_per_call: int = 1  # train steps one call of train_step takes
 
 
 def rnnkit_peer(kind, x, y, units, *, bptt="auto", split=True):
-    """rnnkit: ``common.rnnkit_train_step`` (one ``jax.jit`` of value_and_grad + optax.adam).
+    """rnnkit: the library's train step, ``rnnkit.steps.make_train_step`` (one jitted call a step).
 
     With ``split``, the batch is split across as many of JAX's devices as divide it, as
     ``rnnkit train`` does (the benchmark gives JAX one CPU device per core); the forward pass
     (inference) runs on one device, as ``rnnkit.evaluate`` does.
     """
-    import jax
+    devices = rk.parallel.batch_devices(len(x)) if split else jax.devices()[:1]
+    train_step, step, state = train_step_fn(kind, x, y, units, bptt=bptt, devices=devices)
+    one_device = len(devices) == 1  # the split step is not one jitted function to lower
+    compile = (lambda: step.lower(state[0], x, y).compile()) if one_device else None
+    return Peer(param_count(state[0].model), train_step, _forward(state, x), compile)
 
-    import rnnkit as rk
-    from common import place_batch, rnnkit_logits, rnnkit_train_step
 
-    devices = rk.parallel.batch_devices(len(x)) if split else None
-    xj, yj = place_batch(x, y, devices)
-    params, opt_state, step = rnnkit_train_step(kind, x.shape[-1], units, bptt=bptt, lr=LR,
-                                                devices=devices)
-    state = [params, opt_state]
-
-    def train_step():
-        state[0], state[1], loss = step(state[0], state[1], xj, yj)
-        return float(loss)
-
-    logits = jax.jit(functools.partial(rnnkit_logits, bptt=bptt))
+def _forward(state, x):
+    """Logits of ``x`` by ``state[0].model`` (jitted, on one device), waited for."""
+    logits = jax.jit(lambda model, x: model(x))
     x_one = jax.device_put(x, jax.devices()[0])
-
-    def forward():
-        return logits(jax.device_put(state[0], jax.devices()[0]), x_one).block_until_ready()
-
-    count = sum(leaf.size for leaf in jax.tree.leaves(params))
-    return Peer(count, train_step, forward,
-                lambda: step.lower(state[0], state[1], xj, yj).compile())
+    return lambda: logits(jax.device_put(state[0].model, jax.devices()[0]),
+                          x_one).block_until_ready()
 
 
 def torch_peer(kind, x, y, units):
@@ -178,55 +168,19 @@ def flax_peer(kind, x, y, units):
 
 
 def rnnkit_fit_peer(kind, x, y, units, *, devices=None):
-    """rnnkit's own training loop, as ``rnnkit.fit`` (``rnnkit train``) runs it: the library's
-    ``SequenceClassifier`` (the same model and parameters as ``rnnkit_peer``'s), its train step
-    split across the default devices, ``rnnkit.steps.STEPS_PER_CALL`` steps per jitted call
-    (``make_steps``), each step gathering its batch (a permutation of ``x``) from the data on the
+    """rnnkit's own training loop, as ``rnnkit.fit`` (``rnnkit train``) runs it:
+    ``rnnkit.steps.make_steps``, ``STEPS_PER_CALL`` steps per jitted call split across the
+    default devices, each step gathering its batch (a permutation of ``x``) from the data on the
     devices. One call of ``train_step`` is that many steps (``steps_per_call``)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    import rnnkit as rk
-    from rnnkit.model import SequenceClassifier, build_cell
-    from rnnkit.steps import STEPS_PER_CALL, TrainState, make_steps, place_data
-
-    k_cell, k_dense = jax.random.split(jax.random.key(0))
-    model = SequenceClassifier(build_cell(kind, x.shape[-1], units, key=k_cell),
-                               rk.Dense(units, CLASSES, key=k_dense))
-    optimizer = optax.adam(LR)
-    devices = rk.parallel.batch_devices(len(x), devices)
-    steps = make_steps(optimizer, devices=devices)
-    data = place_data(_Data(x.reshape(len(x), -1), y), devices)
-    rng = np.random.default_rng(0)
-    index = np.stack([rng.permutation(len(x)) for _ in range(STEPS_PER_CALL)])  # [k, B]
-    state = [TrainState(model, optimizer.init(model), jax.random.key(0),
-                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))]
-    sums, first_bad = jnp.zeros(2), jnp.asarray(-1, jnp.int32)
-
-    def train_step():
-        state[0], _, _, (loss, _) = steps(state[0], sums, first_bad, *data, index)
-        return float(loss)
-
-    logits = jax.jit(lambda model, x: model(x))
-    x_one = jax.device_put(x, jax.devices()[0])
-
-    def forward():
-        return logits(jax.device_put(state[0].model, jax.devices()[0]), x_one).block_until_ready()
-
-    count = sum(leaf.size for leaf in jax.tree.leaves(model))
-    return Peer(count, train_step, forward, steps_per_call=STEPS_PER_CALL)
-
-
-class _Data(NamedTuple):
-    images: np.ndarray  # [N, T*I]
-    labels: np.ndarray  # [N]
+    train_step, steps_per_call, state = fit_loop_fn(kind, x, y, units, devices=devices)
+    return Peer(param_count(state[0].model), train_step, _forward(state, x),
+                steps_per_call=steps_per_call)
 
 
 BUILDERS = {
     "rnnkit": rnnkit_peer,
     "rnnkit-fit": rnnkit_fit_peer,
-    "rnnkit-fused": functools.partial(rnnkit_peer, bptt="fused"),
+    "rnnkit-explicit": functools.partial(rnnkit_peer, bptt="explicit"),
     "rnnkit-autodiff": functools.partial(rnnkit_peer, bptt="autodiff"),
     "rnnkit-1dev": functools.partial(rnnkit_peer, split=False),
     "torch": torch_peer,
@@ -234,8 +188,8 @@ BUILDERS = {
     "keras-tob": functools.partial(keras_peer, step="train_on_batch"),
     "flax": flax_peer,
 }
-DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fit", "rnnkit-fused", "rnnkit-autodiff", "rnnkit-1dev",
-                      "torch", "keras", "flax")
+DEFAULT_FRAMEWORKS = ("rnnkit", "rnnkit-fit", "rnnkit-explicit", "rnnkit-autodiff",
+                      "rnnkit-1dev", "torch", "keras", "flax")
 
 
 def rnnkit_params(kind, input_size, units):
@@ -258,11 +212,3 @@ def param_offset(framework, kind, units):
     if framework == "flax" and kind == "gru":
         return -3 * units
     return 0
-
-
-def book_batch_np(batch_size, num_steps, input_size, seed=0):
-    """``common.book_batch`` as writable NumPy arrays (every framework reads the same numbers)."""
-    from common import book_batch
-
-    x, y = book_batch(batch_size, num_steps, input_size, seed)
-    return np.array(x), np.array(y)

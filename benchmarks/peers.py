@@ -1,8 +1,8 @@
 """rnnkit side by side with PyTorch, Keras 3 (TensorFlow) and Flax NNX, in one run.
 
 Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--cells basic,lstm,gru]
-           [--frameworks rnnkit,rnnkit-fit,rnnkit-fused,rnnkit-autodiff,rnnkit-1dev,torch,keras,
-                         flax]
+           [--frameworks rnnkit,rnnkit-fit,rnnkit-explicit,rnnkit-autodiff,rnnkit-1dev,torch,
+                         keras,flax]
            [--skip-static-long | --static-limit SECONDS]
            [--smoke] [--json benchmarks/results/peers.json]
 
@@ -13,13 +13,14 @@ Usage: .venv-bench/bin/python benchmarks/peers.py [--sections a,b,c,d,e,f] [--ce
      the peak-RSS growth of the step in a fresh process for every framework
   e  compile time of dynamic_rnn against static_rnn (jit of value_and_grad) at T=28, 100, 1000
   f  float32 matmul peak, matmul FLOPs per step, rnnkit's fraction of peak, sequential floor
-Frameworks: see peer_models.py. "rnnkit" is rnnkit's default train step, one jitted call a
-step, the batch split across one JAX CPU device per core (``rnnkit.parallel``) as ``rnnkit
-train`` splits it; "rnnkit-fit" is the training loop ``rnnkit train`` runs (``rnnkit.fit``): 32
-steps per jitted call, its time divided by 32 (not in d); "rnnkit-fused" and "rnnkit-autodiff"
-force a BPTT mode on the same devices as "rnnkit"; "rnnkit-1dev" is "rnnkit" on one device;
-"keras-tob" times Keras's train_on_batch instead of the tf.function step. --smoke
-runs tiny shapes and 2 steps: it tests the script, not the speed.
+Frameworks: see peer_models.py. "rnnkit" is the library's train step
+(``rnnkit.steps.make_train_step``), one jitted call a step, the batch split across one JAX CPU
+device per core as ``rnnkit train`` splits it; "rnnkit-fit" is the training loop ``rnnkit
+train`` runs (``rnnkit.steps.make_steps``): 32 steps per jitted call, its time divided by 32
+(not in d); "rnnkit-explicit" and "rnnkit-autodiff" force a BPTT mode on the same devices as
+"rnnkit"; "rnnkit-1dev" is "rnnkit" on one device; "keras-tob" times Keras's train_on_batch
+instead of the tf.function step. --smoke runs tiny shapes and 2 steps: it tests the script, not
+the speed.
 """
 
 import argparse
@@ -34,9 +35,8 @@ import numpy as np
 
 import peer_costs
 import rnnkit as rk
-from common import interleaved_median_ms, machine, write_json
-from peer_models import (BUILDERS, DEFAULT_FRAMEWORKS, GATES, book_batch_np, param_offset,
-                         rnnkit_params)
+from common import book_batch, interleaved_median_ms, machine, write_json
+from peer_models import BUILDERS, DEFAULT_FRAMEWORKS, GATES, param_offset, rnnkit_params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def add_ratios(rows):
 
 def time_train(shape, kinds, frameworks, time_ms):
     batch_size, num_steps, input_size, units = shape
-    x, y = book_batch_np(batch_size, num_steps, input_size)
+    x, y = book_batch(batch_size, num_steps, input_size)
     rows = []
     for kind in kinds:
         peers = build_checked(frameworks, kind, x, y, units)
@@ -114,7 +114,7 @@ def time_train(shape, kinds, frameworks, time_ms):
 
 def time_inference(shape, batch_size, kinds, frameworks, time_ms):
     _, num_steps, input_size, units = shape
-    x, y = book_batch_np(batch_size, num_steps, input_size)
+    x, y = book_batch(batch_size, num_steps, input_size)
     rows = []
     for kind in kinds:
         peers = build_checked(frameworks, kind, x, y, units, train=False)
@@ -124,7 +124,7 @@ def time_inference(shape, batch_size, kinds, frameworks, time_ms):
     return add_ratios(rows)
 
 
-COMPILED_BPTT = {"rnnkit": "auto", "rnnkit-fused": "fused", "rnnkit-autodiff": "autodiff"}
+COMPILED_BPTT = {"rnnkit": "auto", "rnnkit-explicit": "explicit", "rnnkit-autodiff": "autodiff"}
 
 
 def memory(sizes, frameworks):
@@ -138,8 +138,8 @@ def memory(sizes, frameworks):
         for shape in shapes:
             compiled.append(dict(framework=name, T=shape[1],
                                  **peer_costs.compiled_bytes("lstm", shape, bptt=bptt)))
-    for name in frameworks:
-        modes = ("run", "compile") if name == "rnnkit" else ("run",)
+    for name in frameworks:  # the one-device step is one jitted function: it can compile alone
+        modes = ("run", "compile") if name == "rnnkit-1dev" else ("run",)
         for mode in modes:
             for shape in shapes:
                 got = peer_costs.rss_growth(name, shape, mode=mode, steps=sizes.rss_steps)
@@ -169,7 +169,7 @@ def flops(sizes, kinds, sections):
         time_ms = timer_one(sizes, steps)
         ms = measured.get((workload, kind))
         if ms is None:
-            x, y = book_batch_np(*shape[:3])
+            x, y = book_batch(*shape[:3])
             ms = time_ms(BUILDERS["rnnkit"](kind, x, y, shape[3]).train_step)
         gflop = peer_costs.train_flops(kind, shape) / 1e9
         devices = rk.parallel.batch_devices(shape[0])  # those of the default step

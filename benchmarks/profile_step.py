@@ -1,23 +1,18 @@
 """Where one rnnkit train step spends its time: a jax.profiler trace, summed per kernel.
 
 Usage: .venv/bin/python benchmarks/profile_step.py [--cell lstm] [--steps 5] [--devices 1]
-           [--loop] [--gaps]
+           [--loop]
 
-Runs the book's workload (B=150, T=28, I=28, H=150) train step (``common.rnnkit_train_step``,
-default loop), traces ``--steps`` calls, and prints the time per step of the kernels that run
-inside the time loops (28 calls or more per step, per device) and of those that run once, with
-the largest. ``--devices 2`` profiles the step split across two CPU devices (``rnnkit train``'s
-default on two cores); kernel times are then those of all devices summed, and the time the
-devices spent in the all-reduce waiting for each other is printed on its own line (it is part
-of the all-reduce's kernel time). ``--loop`` profiles rnnkit's training loop instead (what
-``rnnkit train`` runs: ``rnnkit.steps.make_steps``, ``STEPS_PER_CALL`` steps a call, as
-``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps`` calls of it. ``--gaps`` (two
-devices or more) also prints, for each thread that waited in the all-reduce, how long a step it
-sat between kernels and between which kernels it sat longest: time in which it ran work that
-the trace does not show (parts of the matmuls that XLA:CPU splits into tasks) or waited. These
-are threads of XLA:CPU's intra-op pool (one per core), which runs the devices' programs and the
-matmuls' tasks alike; the trace does not say which device a kernel ran for, so a thread's
-timeline may mix the devices' programs.
+Runs the book's workload (B=150, T=28, I=28, H=150) through the library's train step
+(``rnnkit.steps.make_train_step``, default loop), traces ``--steps`` calls, and prints the time
+per step of the kernels that run inside the time loops (28 calls or more per step, per device)
+and of those that run once, with the largest. ``--devices 2`` profiles the step split across
+two CPU devices (``rnnkit train``'s default on two cores); kernel times are then those of all
+devices summed, and the time the devices spent in the all-reduce waiting for each other is
+printed on its own line (it is part of the all-reduce's kernel time). ``--loop`` profiles
+rnnkit's training loop instead (what ``rnnkit train`` runs: ``rnnkit.steps.make_steps``,
+``STEPS_PER_CALL`` steps a call, as ``benchmarks/peers.py``'s "rnnkit-fit" column), ``--steps``
+calls of it.
 """
 
 import argparse
@@ -31,8 +26,7 @@ import jax
 import numpy as np
 
 import rnnkit as rk
-from common import book_batch, place_batch, rnnkit_train_step
-from peer_models import rnnkit_fit_peer
+from common import book_batch, fit_loop_fn, train_step_fn
 
 # Events that are not kernels: the host's Python and dispatch, the runtime's loops and waits.
 SKIP = ("$", "Thunk", "Pjit", "PjRt", "Python", "Threadpool", "SlinkyThreadPool", "while",
@@ -60,28 +54,6 @@ def kernel_times(events, steps):
     return {n: (total[n] / steps / 1e3, calls[n] // steps) for n in total}
 
 
-def idle_per_thread(events, steps, top=3):
-    """For each pool thread that waited in the all-reduce: ``(ms per step between its
-    kernels, [((kernel before, kernel after), ms per step), ...] of the ``top`` longest)``."""
-    by_thread = collections.defaultdict(list)
-    for e in events:
-        if not e["name"].startswith(SKIP) or e["name"] == WAIT:
-            by_thread[(e["pid"], e["tid"])].append(e)
-    report = []
-    for kernels in by_thread.values():
-        if not any(e["name"] == WAIT for e in kernels):
-            continue
-        kernels.sort(key=lambda e: e["ts"])
-        idle = collections.Counter()
-        for before, after in zip(kernels, kernels[1:]):
-            gap = after["ts"] - before["ts"] - before.get("dur", 0)
-            if gap > 0:
-                idle[(before["name"], after["name"])] += gap
-        report.append((sum(idle.values()) / steps / 1e3,
-                       [(pair, us / steps / 1e3) for pair, us in idle.most_common(top)]))
-    return report
-
-
 def waits_per_thread(events):
     """The all-reduce's waits (us) of each thread that waited: one list per thread."""
     waits = collections.defaultdict(list)
@@ -98,14 +70,9 @@ def main(argv=None):
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--loop", action="store_true",
                         help="profile rnnkit's training loop (make_steps), --steps calls of it")
-    parser.add_argument("--gaps", action="store_true",
-                        help="also print each pool thread's time between kernels")
     args = parser.parse_args(argv)
     if args.devices < 1 or rk.use_cpu_cores(args.devices) != args.devices:
         parser.error(f"--devices: JAX could not be given {args.devices} CPU devices")
-    if args.gaps and args.devices < 2:
-        parser.error("--gaps: needs --devices 2 or more (it reports the threads that waited in "
-                     "the all-reduce, which one device does not run)")
     if args.steps < 1:
         parser.error(f"--steps: expected a positive number of calls, got {args.steps}")
     devices = jax.devices()[:args.devices]
@@ -135,33 +102,20 @@ def main(argv=None):
             print(f"    {len(waits)} waits: {median:.0f} / {p90:.0f} / {top:.0f} us")
     for name, (ms, n) in sorted(times.items(), key=lambda kv: -kv[1][0])[:15]:
         print(f"  {ms:6.2f} ms  x{n:<3d} {name}")
-    if args.gaps:
-        print("  between kernels, per pool thread: ms/step; the longest, as kernel before ->"
-              " kernel after")
-        for total, longest in idle_per_thread(events, args.steps * steps_per_call):
-            where = ", ".join(f"{a} -> {b} {ms:.2f}" for (a, b), ms in longest)
-            print(f"    {total:6.2f} ms: {where}")
 
 
 def _one_step(cell, devices):
-    """``(call, 1)``: one train step a call (``common.rnnkit_train_step``), waited for."""
-    x, y = place_batch(*book_batch(150, 28, 28), devices)
-    params, opt_state, step = rnnkit_train_step(cell, 28, 150, devices=devices)
-    state = [params, opt_state]
-
-    def call():
-        state[0], state[1], loss = step(*state, x, y)
-        loss.block_until_ready()
-
-    return call, 1
+    """``(call, 1)``: one ``make_train_step`` step a call, on the batch split across ``devices``."""
+    x, y = book_batch(150, 28, 28)
+    return train_step_fn(cell, x, y, 150, devices=devices)[0], 1
 
 
 def _training_loop(cell, devices):
     """``(call, steps a call)``: rnnkit's training loop on the batch, split across ``devices``
     as ``rnnkit train`` splits it (the default devices for the batch, at most ``devices``)."""
     x, y = book_batch(150, 28, 28)
-    peer = rnnkit_fit_peer(cell, np.asarray(x), np.asarray(y), 150, devices=devices)
-    return peer.train_step, peer.steps_per_call
+    call, steps_per_call, _ = fit_loop_fn(cell, x, y, 150, devices=devices)
+    return call, steps_per_call
 
 
 if __name__ == "__main__":
