@@ -19,7 +19,7 @@ import pytest
 from rnnkit import Dense
 from rnnkit.cli import main
 from rnnkit.datasets import DatasetError, write_idx
-from rnnkit.evaluate import confusion_matrix, evaluate, load_digits
+from rnnkit.evaluate import confusion_matrix, evaluate, load_digits, predict_probabilities
 from rnnkit.progress import read_metrics, write_json, write_metrics
 
 TINY = ["--units", "8", "--batch-size", "10", "--validation-size", "20", "--epochs", "1"]
@@ -260,6 +260,13 @@ def test_evaluate_refuses_labels_outside_the_models_classes():
     with pytest.raises(DatasetError, match=r"labels: 1 of 4 labels lie outside 0\.\.9 \(the "
                                            r"model's 10 classes\); the first, at index 2, is 12"):
         evaluate(model, images, np.array([0, 9, 12, 3]))
+
+
+def test_predicting_zero_images_is_a_one_line_value_error():
+    model = Dense(784, 10, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"^images: expected at least one example to predict, "
+                                         r"got shape \(0, 784\)$"):
+        predict_probabilities(model, np.zeros((0, 784), np.float32))
 
 
 def test_load_digits_reads_good_files_unchanged(tmp_path):

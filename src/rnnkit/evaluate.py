@@ -95,7 +95,10 @@ def _evaluate(model, images, labels, chunk_size, *, keep_probabilities):
 
 
 def predict_probabilities(model, images, *, chunk_size=CHUNK_SIZE):
-    """Class probabilities ``[N, classes]`` (NumPy) for ``images [N, D]``."""
+    """Class probabilities ``[N, classes]`` (NumPy) for ``images [N, D]``, ``N >= 1``."""
+    if len(images) == 0:
+        raise ValueError(f"images: expected at least one example to predict, got shape "
+                         f"{tuple(np.shape(images))}")
     parts, model = [], _one_device(model)
     for mask, x in _chunks(images, chunk_size):
         parts.append(np.asarray(_chunk_probabilities(model, x))[mask])
