@@ -66,7 +66,7 @@ def load_with_source(name: str, data_dir: str | os.PathLike | None = None, *,
         datasets, folder = read_spec_data_sets(spec, data_dir, validation_size=validation_size,
                                                download=download, seed=seed)
     except DataNotFoundError:
-        if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
+        if not _falls_back(spec, data_dir, download, allow_embedded):
             raise
         return load_embedded_mnist(seed=seed), EMBEDDED_DESCRIPTION, EMBEDDED
     sizes = " / ".join(f"{len(split.labels):,} {part}" for split, part in zip(datasets, SPLITS))
@@ -90,11 +90,17 @@ def load_split_with_source(name: str, split: str, data_dir: str | os.PathLike | 
         data, folder = read_spec_split(spec, split, data_dir, validation_size=validation_size,
                                        download=download, seed=seed)
     except DataNotFoundError:
-        if spec is not mnist.SPEC or data_dir is not None or download or not allow_embedded:
+        if not _falls_back(spec, data_dir, download, allow_embedded):
             raise
         return getattr(load_embedded_mnist(seed=seed), split), EMBEDDED_DESCRIPTION, EMBEDDED
     return (data, f"{spec.title} {split} split from {folder}: {data.num_examples:,} examples",
             str(Path(folder).absolute()))
+
+
+def _falls_back(spec: DatasetSpec, data_dir, download: bool, allow_embedded: bool) -> bool:
+    """Whether MNIST not found becomes the embedded subset: only for a search, not a folder
+    or a download that was asked for."""
+    return spec is mnist.SPEC and data_dir is None and not download and allow_embedded
 
 
 def _spec(name: str) -> DatasetSpec:
