@@ -13,6 +13,12 @@ once, then takes one cell step per new value, in one jitted ``lax.scan`` (O(1) p
 values are those of re-running the model from a zero state on the whole history each time. The
 book's 20-value window is a truncation of that history: ``window=20`` reproduces it exactly (a
 scan that re-runs the model on a sliding window, O(window) per value).
+
+Which to use depends on how the model was trained. A model trained on ``T``-step windows from a
+zero state (the book's ``next_batch``) has only learnt the states it reaches within ``T`` steps;
+carried much further, its state leaves that range, and a relu cell's can grow without bound. For
+such a model take ``window=T``, as the book does. Carrying the state suits a model trained with
+its state carried across chunks (``rnnkit.stateful``).
 """
 
 import functools
@@ -29,8 +35,9 @@ def generate(model, seed, steps, *, window=None):
       model: a one-input, one-output ``rnnkit.timeseries.SequenceRegressor`` (no dropout: no key).
       seed: ``[T0]``, ``[B, T0]`` or ``[B, T0, 1]``, ``T0 >= 1``.
       steps: how many values to append (``>= 0``).
-      window: None: carry the state over the whole history. An int ``<= T0``: as the book, each
-        new value is the model's last prediction on the last ``window`` values, from a zero state.
+      window: None: carry the state over the whole history (for a model trained statefully).
+        An int ``<= T0``: as the book, each new value is the model's last prediction on the last
+        ``window`` values, from a zero state (for a model trained on windows of that length).
     Returns:
       ``[T0 + steps]`` for a ``[T0]`` seed, else ``[B, T0 + steps]``: the seed, then the values.
     """
