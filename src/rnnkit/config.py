@@ -1,8 +1,10 @@
-"""The training configuration: one frozen dataclass whose defaults are the book's MNIST experiment.
+"""Training configurations: one frozen dataclass per task, whose defaults are the book's experiment.
 
-Every field carries its help text (and choices) in its metadata; ``rnnkit train`` builds one flag
-per field from them (``batch_size`` -> ``--batch-size``), and ``config.json`` in a run folder is
-``to_dict()``. ``validate()`` is the one place where values are checked, for the CLI and ``fit``.
+Every field carries its help text (and choices, or the least value of an integer) in its
+metadata; ``rnnkit train --task NAME`` builds one flag per field from them (``batch_size`` ->
+``--batch-size``), and ``config.json`` in a run folder is ``to_dict()``. ``validate()`` is the
+one place where values are checked, for the CLI and ``fit``. This module depends on nothing
+but the standard library and the activations' names.
 """
 
 import dataclasses
@@ -10,7 +12,6 @@ import math
 import operator
 
 from rnnkit.activations import ACTIVATIONS
-from rnnkit.parallel import batch_devices
 
 DATASETS = ("mnist", "fashion-mnist")
 CELLS = ("basic", "lstm", "gru")
@@ -32,39 +33,18 @@ def _field(default, help, **extra):
     return dataclasses.field(default=default, metadata={"help": help, **extra})
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters and data of a training run; the defaults train the book's RNN on MNIST."""
+def _task_field(name):
+    return dataclasses.field(default=name, metadata={"help": "the task (rnnkit tasks lists them)",
+                                                     "choices": (name,)})
 
-    dataset: str = _field("mnist", "data set to train on", choices=DATASETS)
-    data_dir: str | None = _field(
-        None, "folder with the four IDX files (.gz or raw); default: $RNNKIT_DATA/<dataset>, "
-        "then ~/.cache/rnnkit/<dataset>, then, for MNIST without --download, the embedded "
-        "5,000-digit subset (4,000 train / 500 validation / 500 test)")
-    download: bool = _field(False, "download the data set if it is not found")
-    cell: str = _field("basic", "memory cell: BasicRNNCell, LSTMCell or GRUCell", choices=CELLS)
-    units: int = _field(150, "neurons per layer (the book's n_neurons)")
-    layers: int = _field(1, "stacked layers (a MultiRNNCell when above 1)")
-    activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
-    epochs: int = _field(10, "passes over the training set (the book's n_epochs)")
-    batch_size: int = _field(150, "examples per training step")
-    lr: float = _field(0.001, "Adam learning rate")
-    seed: int = _field(42, "seed of the initial weights and of the batch shuffling")
-    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
-                             "default: runs/<timestamp>")
-    validation_size: int = _field(5000, "training images held out for validation")
-    bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
-                       "(explicit; 'fused' is an older name of it), jax.grad of the scan "
-                       "(autodiff), cuDNN's LSTM on a GPU (cudnn), or cuDNN where it applies "
-                       "and else the explicit BPTT for the built-in cells (auto)",
-                       choices=BPTT_MODES + tuple(BPTT_ALIASES))
-    devices: int = _field(0, "devices each batch is split across (data parallelism); 0: as many "
-                          "of JAX's devices as divide the batch evenly with at least 16 "
-                          "examples each (rnnkit train gives JAX one CPU device per core)")
+
+class RunConfig:
+    """What every task's configuration shares: conversion to and from ``config.json``, and
+    ``validate``. A subclass is a frozen dataclass whose first field is ``task``."""
 
     def __post_init__(self):
         # The alias "fused" is stored as "explicit", so a run saved with either name resumes.
-        if isinstance(self.bptt, str):
+        if isinstance(getattr(self, "bptt", None), str):
             object.__setattr__(self, "bptt", BPTT_ALIASES.get(self.bptt, self.bptt))
 
     def to_dict(self):
@@ -92,52 +72,84 @@ class TrainConfig:
           ConfigError: naming the field, what was expected and what it got.
         """
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f.name, f"expected one of {', '.join(choices)}, got {value!r}")
-        for name in ("units", "layers", "epochs", "batch_size"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("validation_size", self.validation_size, minimum=1)
-        _check_int("devices", self.devices, minimum=0)
-        if (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
-                or not math.isfinite(self.lr) or self.lr <= 0):
-            raise ConfigError("lr", f"expected a positive finite number, got {self.lr!r}")
-        if self.cell != "basic" and self.activation != "tanh":
+            if "minimum" in f.metadata:
+                _check_int(f.name, value, minimum=f.metadata["minimum"])
+            if f.type is float and f.name == "lr":
+                _check_positive("lr", value)
+            if f.type == (str | None) and value is not None and not isinstance(value, str):
+                raise ConfigError(f.name, f"expected a path or None, got {value!r}")
+        if getattr(self, "cell", "basic") != "basic" and getattr(self, "activation", "tanh") \
+                not in ("tanh", self.default("activation")):
             raise ConfigError("activation", f"only the basic cell takes an activation; "
                               f"{self.cell} uses its own gates (got {self.activation!r})")
-        if self.bptt == "cudnn" and self.cell != "lstm":
+        if getattr(self, "bptt", None) == "cudnn" and self.cell != "lstm":
             raise ConfigError("bptt", f"'cudnn' trains LSTM cells (on a GPU with cuDNN); got "
                               f"cell {self.cell!r} (use auto)")
-        for name in ("data_dir", "out"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ConfigError(name, f"expected a path or None, got {getattr(self, name)!r}")
+        self.check()
         if num_train_examples is not None and self.batch_size > num_train_examples:
             raise ConfigError("batch_size", f"expected at most the {num_train_examples} training "
                               f"examples, got {self.batch_size}; lower it")
         return self
 
+    def check(self):
+        """Checks of a task's own fields, after the common ones (none here)."""
+
+    @classmethod
+    def default(cls, name):
+        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
     def with_devices(self, available):
-        """The config with ``devices`` resolved against the ``available`` devices (a list).
+        """The config with ``devices`` resolved against the ``available`` devices (a list):
+        ``rnnkit.parallel.resolve_device_count``'s count.
 
         Raises:
           ConfigError: more devices asked for than available, or a count that does not divide
             ``batch_size``.
         """
-        if self.devices == 0:
-            return self.replace(devices=len(batch_devices(self.batch_size, available)))
-        if self.devices > len(available):
-            hint = (" (rnnkit train gives JAX one CPU device per core; from Python, call "
-                    "rnnkit.parallel.use_cpu_cores() before any JAX computation)"
-                    if available[0].platform == "cpu" else "")
-            raise ConfigError("devices", f"expected at most the {len(available)} "
-                              f"{available[0].platform} devices JAX sees, got "
-                              f"{self.devices}{hint}")
-        if self.batch_size % self.devices:
-            raise ConfigError("devices", f"expected a count that divides batch_size "
-                              f"{self.batch_size} evenly, got {self.devices}")
-        return self
+        from rnnkit.parallel import resolve_device_count  # noqa: PLC0415 (jax stays out of here)
+
+        try:
+            count = resolve_device_count(self.devices, self.batch_size, available)
+        except ValueError as e:
+            raise ConfigError("devices", str(e).removeprefix("devices: ")) from e
+        return self.replace(devices=count)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """The MNIST sequence classifier; the defaults train the book's RNN on MNIST."""
+
+    task: str = _task_field("mnist")
+    dataset: str = _field("mnist", "data set to train on", choices=DATASETS)
+    data_dir: str | None = _field(
+        None, "folder with the four IDX files (.gz or raw); default: $RNNKIT_DATA/<dataset>, "
+        "then ~/.cache/rnnkit/<dataset>, then, for MNIST without --download, the embedded "
+        "5,000-digit subset (4,000 train / 500 validation / 500 test)")
+    download: bool = _field(False, "download the data set if it is not found")
+    cell: str = _field("basic", "memory cell: BasicRNNCell, LSTMCell or GRUCell", choices=CELLS)
+    units: int = _field(150, "neurons per layer (the book's n_neurons)", minimum=1)
+    layers: int = _field(1, "stacked layers (a MultiRNNCell when above 1)", minimum=1)
+    activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    epochs: int = _field(10, "passes over the training set (the book's n_epochs)", minimum=1)
+    batch_size: int = _field(150, "examples per training step", minimum=1)
+    lr: float = _field(0.001, "Adam learning rate")
+    seed: int = _field(42, "seed of the initial weights and of the batch shuffling", minimum=0)
+    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
+                             "default: runs/<timestamp>")
+    validation_size: int = _field(5000, "training images held out for validation", minimum=1)
+    bptt: str = _field("auto", "how gradients flow back through time: the explicit BPTT "
+                       "(explicit; 'fused' is an older name of it), jax.grad of the scan "
+                       "(autodiff), cuDNN's LSTM on a GPU (cudnn), or cuDNN where it applies "
+                       "and else the explicit BPTT for the built-in cells (auto)",
+                       choices=BPTT_MODES + tuple(BPTT_ALIASES))
+    devices: int = _field(0, "devices each batch is split across (data parallelism); 0: as many "
+                          "of JAX's devices as divide the batch evenly with at least 16 "
+                          "examples each (rnnkit train gives JAX one CPU device per core)",
+                          minimum=0)
 
 
 def _check_int(name, value, *, minimum):
@@ -147,3 +159,62 @@ def _check_int(name, value, *, minimum):
         ok = False
     if not ok:
         raise ConfigError(name, f"expected an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name, value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(name, f"expected a positive finite number, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeSeriesConfig(RunConfig):
+    """The chapter's time series: predict ``t sin(t)/3 + 2 sin(5t)`` one step ahead; the
+    defaults are the book's (100 ReLU units, Adam 0.001, batch 50, 1,500 iterations)."""
+
+    task: str = _task_field("timeseries")
+    cell: str = _field("basic", "memory cell: BasicRNNCell, LSTMCell or GRUCell", choices=CELLS)
+    units: int = _field(100, "neurons per layer", minimum=1)
+    layers: int = _field(1, "stacked layers (a MultiRNNCell when above 1)", minimum=1)
+    activation: str = _field("relu", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    projection: str = _field("reshape", "how outputs become one value per step: one Dense "
+                             "layer on all steps at once (reshape, the book's reshape trick) or "
+                             "an OutputProjectionWrapper on the cell (wrapper)",
+                             choices=("reshape", "wrapper"))
+    keep_prob: float = _field(1.0, "keep probability of dropout on each layer's inputs in "
+                              "training (a DropoutWrapper; 1: no dropout)")
+    n_steps: int = _field(20, "time steps per training window", minimum=1)
+    epochs: int = _field(15, "epochs of --steps-per-epoch iterations (15 x 100: the book's "
+                         "1,500 iterations)", minimum=1)
+    steps_per_epoch: int = _field(100, "training iterations per epoch (one metrics row each)",
+                                  minimum=1)
+    batch_size: int = _field(50, "windows per training step", minimum=1)
+    lr: float = _field(0.001, "Adam learning rate")
+    seed: int = _field(42, "seed of the initial weights and of the training windows", minimum=0)
+    validation_windows: int = _field(1000, "held-out windows (drawn from seed + 1) for the "
+                                     "validation MSE", minimum=1)
+    stateful: bool = _field(False, "train statefully: long contiguous sequences cut into "
+                            "chunks of --chunk steps, each chunk starting from the previous "
+                            "chunk's final state with the gradient stopped there (truncated BPTT)")
+    chunk: int = _field(20, "time steps per chunk with --stateful", minimum=1)
+    sequence_steps: int = _field(200, "time steps of each long sequence with --stateful",
+                                 minimum=1)
+    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
+                             "default: runs/<timestamp>")
+    bptt: str = _field("auto", "how gradients flow back through time (see rnnkit train "
+                       "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
+    devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
+                          "batch evenly with at least 16 examples each (1 with --stateful)",
+                          minimum=0)
+
+    def check(self):
+        keep = self.keep_prob
+        if (isinstance(keep, bool) or not isinstance(keep, (int, float))
+                or not 0.0 < keep <= 1.0):
+            raise ConfigError("keep_prob", f"expected a number in (0, 1], got {keep!r}")
+        if self.stateful and self.chunk > self.sequence_steps:
+            raise ConfigError("chunk", f"expected at most the sequence length "
+                              f"--sequence-steps={self.sequence_steps}, got {self.chunk}")
+        if self.stateful and self.devices > 1:
+            raise ConfigError("devices", f"--stateful trains on one device (the carried states "
+                              f"are per sequence), got {self.devices}")

@@ -74,6 +74,28 @@ def batch_devices(batch_size, devices=None, *, min_examples=MIN_EXAMPLES_PER_DEV
     return devices[:max(counts, default=1)]
 
 
+def resolve_device_count(requested, batch_size, available):
+    """The number of devices a batch of ``batch_size`` is split across: ``requested``, or for 0
+    the default of ``batch_devices``.
+
+    Raises:
+      ValueError: more devices asked for than ``available``, or a count that does not divide
+        ``batch_size``.
+    """
+    if requested == 0:
+        return len(batch_devices(batch_size, available))
+    if requested > len(available):
+        hint = (" (rnnkit train gives JAX one CPU device per core; from Python, call "
+                "rnnkit.parallel.use_cpu_cores() before any JAX computation)"
+                if available[0].platform == "cpu" else "")
+        raise ValueError(f"devices: expected at most the {len(available)} "
+                         f"{available[0].platform} devices JAX sees, got {requested}{hint}")
+    if batch_size % requested:
+        raise ValueError(f"devices: expected a count that divides batch_size {batch_size} "
+                         f"evenly, got {requested}")
+    return requested
+
+
 def batch_sharding(devices):
     """The sharding of a batch ``[B, ...]`` split along its first axis across ``devices``."""
     return NamedSharding(_mesh(devices), PartitionSpec(AXIS))
