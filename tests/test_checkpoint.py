@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from rnnkit.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
-                               save_checkpoint, tree_arrays)
+from rnnkit.checkpoint import (CheckpointError, checkpoints, latest_checkpoint,
+                               load_checkpoint, save_checkpoint, tree_arrays)
 from rnnkit.config import TrainConfig
 from rnnkit.train import init_state, make_optimizer, make_train_step, restore
 
@@ -60,6 +60,7 @@ def test_latest_checkpoint_needs_both_files(tmp_path):
         save(tmp_path, state, epoch=epoch)
     (tmp_path / "epoch-0003.json").unlink()  # interrupted before the sidecar was renamed
     assert latest_checkpoint(tmp_path).name == "epoch-0002.json"
+    assert [p.name for p in checkpoints(tmp_path)] == ["epoch-0002.json", "epoch-0001.json"]
     (tmp_path / "epoch-0002.safetensors").unlink()
     assert latest_checkpoint(tmp_path).name == "epoch-0001.json"
 
@@ -99,6 +100,7 @@ def saved(tmp_path_factory):
 
 def copy_of(saved, tmp_path):
     path, folder = saved
+    tmp_path.mkdir(exist_ok=True)
     for name in (path.name, path.with_suffix(".safetensors").name):
         (tmp_path / name).write_bytes((folder / name).read_bytes())
     return tmp_path / path.name
@@ -122,6 +124,22 @@ def test_bad_sidecars_are_detected(saved, tmp_path, content, needle):
     path = copy_of(saved, tmp_path)
     path.write_text(content)
     with pytest.raises(CheckpointError, match=needle):
+        load_checkpoint(path, init_state(CONFIG))
+
+
+@pytest.mark.parametrize("name", ["../epoch-0001.safetensors", "{outside}", "sub/x", "..", "",
+                                  None])
+def test_a_sidecar_may_name_only_a_file_next_to_it(saved, tmp_path, name):
+    """A valid tensors file outside the checkpoint folder is not read."""
+    path = copy_of(saved, tmp_path / "checkpoints")
+    outside = tmp_path / "epoch-0001.safetensors"
+    outside.write_bytes(path.with_suffix(".safetensors").read_bytes())
+    sidecar = json.loads(path.read_text())
+    sidecar["tensors"] = name if name != "{outside}" else str(outside)
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=f'^{re.escape(str(path))}: "tensors" must name a '
+                                              f'file in {re.escape(str(path.parent))} \\(no '
+                                              f'folder, no absolute path\\), got'):
         load_checkpoint(path, init_state(CONFIG))
 
 

@@ -83,17 +83,23 @@ def save_checkpoint(folder, tree, *, epoch, step, config):
     return path
 
 
-def latest_checkpoint(folder):
-    """The sidecar of the highest epoch whose two files both exist in ``folder``, or None."""
+def checkpoints(folder):
+    """The sidecars in ``folder`` whose two files both exist, the highest epoch first."""
     folder = Path(folder)
     if not folder.is_dir():
-        return None
+        return []
     found = []
     for path in folder.iterdir():
         match = _SIDECAR.fullmatch(path.name)
         if match and path.with_suffix(".safetensors").exists():
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(folder):
+    """The sidecar of the highest epoch whose two files both exist in ``folder``, or None."""
+    found = checkpoints(folder)
+    return found[0] if found else None
 
 
 def read_sidecar(path):
@@ -120,7 +126,7 @@ def load_checkpoint(path, template):
     """
     path = Path(path)
     sidecar = read_sidecar(path)
-    tensors = path.parent / str(sidecar.get("tensors"))
+    tensors = path.parent / _tensors_name(path, sidecar.get("tensors"))
     try:
         payload = tensors.read_bytes()
     except OSError as e:
@@ -135,6 +141,15 @@ def load_checkpoint(path, template):
     except safetensors.SafetensorError as e:
         raise CheckpointError(f"{tensors}: not a readable safetensors file ({e})") from e
     return _fill(template, arrays, tensors), sidecar
+
+
+def _tensors_name(path, name):
+    """``name`` if it is a plain file name, so that the tensors lie next to the sidecar."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or "\0" in name):
+        raise CheckpointError(f"{path}: \"tensors\" must name a file in {path.parent} (no "
+                              f"folder, no absolute path), got {str(name)[:80]!r}")
+    return name
 
 
 def _fill(template, arrays, source):
