@@ -75,6 +75,24 @@ def test_restore_rebuilds_the_state_of_a_run_folder(tmp_path):
         restore(tmp_path / "checkpoints")
 
 
+def test_restore_passes_over_a_corrupt_newest_checkpoint_and_says_so(tmp_path):
+    state = trained_state(CONFIG)
+    for epoch in (1, 2):
+        save(tmp_path / "checkpoints", state, epoch=epoch)
+    tensors = tmp_path / "checkpoints" / "epoch-0002.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-1])  # cut short
+    lines = []
+    loaded, config = restore(tmp_path, log=lines.append)
+    assert config == CONFIG
+    np.testing.assert_array_equal(loaded.model.dense.w, state.model.dense.w)
+    assert len(lines) == 1 and lines[0].startswith(f"{tensors}: corrupt or not the file")
+    assert lines[0].endswith(f"; using {tmp_path / 'checkpoints' / 'epoch-0001.json'}, the "
+                             f"newest intact checkpoint, instead")
+    (tmp_path / "checkpoints" / "epoch-0001.json").write_text("{")
+    with pytest.raises(CheckpointError, match="epoch-0002.safetensors: corrupt"):  # the newest's
+        restore(tmp_path)
+
+
 @pytest.mark.parametrize("config, needle", [
     (None, 'the checkpoint sidecar has no "config" entry'),
     ({"n_neurons": 150}, r"the sidecar's config is not valid \(n_neurons: unknown"),

@@ -160,20 +160,20 @@ def test_unwritable_run_folders_are_one_line_errors(data_dir, tmp_path, monkeypa
 @pytest.mark.parametrize("damage, command, needle", [
     (lambda run: (run / "metrics.jsonl").write_text("{oops\n"), "resume",
      "metrics.jsonl, line 1: not JSON"),
-    (lambda run: (run / "metrics.jsonl").unlink(), "resume",
-     "metrics.jsonl: expected one row for each of epochs 1 to 2"),
+    (lambda run: (run / "metrics.jsonl").write_text("{}\n"), "resume",
+     "metrics.jsonl, line 1: expected an object with an integer epoch"),
     (lambda run: (run / "config.json").unlink(), "resume", "config.json: No such file"),
     (lambda run: (run / "config.json").write_text('{"units": 0}'), "resume",
      "config.json: units: expected an integer >= 1, got 0"),
-    (lambda run: (run / "checkpoints" / "epoch-0002.json").write_text(json.dumps(
-        {k: v for k, v in json.loads((run / "checkpoints" / "epoch-0002.json").read_text())
-         .items() if k != "config"})), "evaluate",
+    (lambda run: [path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text())
+                                              .items() if k != "config"}))
+                  for path in (run / "checkpoints").glob("*.json")], "evaluate",
      'epoch-0002.json: the checkpoint sidecar has no "config" entry'),
     (lambda run: (run / "data.json").write_text("[]"), "evaluate",
      'data.json: expected {"source": "embedded" or a folder}'),
     (lambda run: (run / "data.json").write_text(json.dumps({"source": str(run / "gone")})),
      "evaluate", "the run was trained on {run}/gone, but MNIST data not found"),
-], ids=["bad-metrics", "no-metrics", "no-config", "bad-config", "sidecar-without-config",
+], ids=["bad-metrics", "metrics-row", "no-config", "bad-config", "sidecar-without-config",
         "bad-data-json", "data-gone"])
 def test_a_damaged_run_folder_is_a_one_line_error(trained, tmp_path, damage, command, needle):
     copy = tmp_path / "run"

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnkit import dynamic_rnn, train
+from rnnkit import dynamic_rnn, rundir, train
 from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.datasets import DataSet, Datasets, DatasetError
 from rnnkit.evaluate import _chunk_results, evaluate, evaluate_with_probabilities
@@ -282,6 +282,89 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         "epoch-0001.json", "epoch-0001.safetensors"]
     assert (tmp_path / "checkpoints" / "epoch-0001.safetensors").read_bytes() == good
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+# --- the run folder's rules --------------------------------------------------------------------
+
+def test_fit_holds_its_run_folder_and_leaves_no_hidden_files(tmp_path):
+    with rundir.hold(tmp_path):
+        with pytest.raises(rundir.RunFolderError, match="is in use by another rnnkit process"):
+            quiet_fit(TINY, tmp_path)
+        with pytest.raises(rundir.RunFolderError, match="is in use by another rnnkit process"):
+            quiet_fit(TINY, tmp_path, resume=True)
+    quiet_fit(TINY.replace(epochs=1), tmp_path)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_fit_refuses_a_folder_of_other_files_and_leaves_them_alone(tmp_path):
+    (tmp_path / "metrics.csv").write_text("my own measurements")
+    with pytest.raises(ConfigError, match=r"^out: .* is not empty and holds no rnnkit run: it "
+                                          r"holds metrics.csv; rnnkit trains only into a new or "
+                                          r"empty folder"):
+        quiet_fit(TINY, tmp_path)
+    assert [(p.name, p.read_text()) for p in tmp_path.iterdir()] == [
+        ("metrics.csv", "my own measurements")]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(straight, tmp_path, monkeypatch,
+                                                               resume):
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(train, "save_checkpoint", killed)
+    with pytest.raises(Killed):
+        quiet_fit(TINY.replace(units=9, epochs=3), tmp_path)
+    assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / rundir.MARKER).exists()
+    monkeypatch.undo()
+    _, lines = quiet_fit(TINY.replace(epochs=3), tmp_path, resume=resume)
+    assert lines[:2] == [f"Starting {tmp_path} over: the run there stopped before its first "
+                         f"checkpoint", f"Training into {tmp_path}"]
+    assert metric_values(tmp_path) == metric_values(straight[0])
+    assert not (tmp_path / rundir.MARKER).exists()
+
+
+def test_resume_passes_over_a_corrupt_newest_checkpoint(straight, tmp_path):
+    quiet_fit(TINY.replace(epochs=2), tmp_path)
+    tensors = tmp_path / "checkpoints" / "epoch-0002.safetensors"
+    tensors.write_bytes(b"\0" * len(tensors.read_bytes()))
+    _, lines = quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert lines[0].startswith(f"{tensors}: corrupt or not the file its sidecar")
+    assert lines[0].endswith("epoch-0001.json, the newest intact checkpoint, instead")
+    assert lines[1].startswith(f"Resuming {tmp_path} after epoch 1 (step 6)")
+    assert metric_values(tmp_path) == metric_values(straight[0])
+
+
+def test_resume_without_metrics_goes_on_and_keeps_the_lost_epochs_as_empty_rows(straight,
+                                                                                tmp_path):
+    quiet_fit(TINY.replace(epochs=2), tmp_path)
+    (tmp_path / "metrics.jsonl").unlink()
+    _, lines = quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert lines[1] == (f"{tmp_path / 'metrics.jsonl'} is missing: resuming from the checkpoint "
+                        f"all the same; the metrics of epochs 1 to 2 are lost (their rows hold "
+                        f"only the epoch)")
+    rows, final = metric_values(tmp_path)
+    (straight_rows, straight_final) = metric_values(straight[0])
+    assert [row["epoch"] for row in rows] == [1, 2, 3] and set(rows[0].values()) == {1, None}
+    assert (rows[2], final) == (straight_rows[2], straight_final)
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1] == "1,,,,,,,"
+    quiet_fit(TINY.replace(epochs=4), tmp_path, resume=True)  # and again, from these files
+    assert metric_values(tmp_path)[0][:3] == rows
+
+
+def test_stop_interrupts_fit_between_calls_and_the_run_resumes_exactly(straight, tmp_path):
+    calls = []
+
+    def stop():  # asked before each jitted call (one an epoch here), after it and at the end
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TINY.replace(epochs=3), tiny_datasets(), out_dir=tmp_path, log=lambda line: None,
+            progress=False, stop=stop)
+    assert [p.name for p in (tmp_path / "checkpoints").glob("*.json")] == ["epoch-0001.json"]
+    quiet_fit(TINY.replace(epochs=3), tmp_path, resume=True)
+    assert metric_values(tmp_path) == metric_values(straight[0])
 
 
 # --- the configuration ---------------------------------------------------------------------
