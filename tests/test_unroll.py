@@ -302,3 +302,97 @@ def test_jitted_dynamic_rnn_compiles_once_for_the_same_shapes():
     assert_trees_close(second, rnnkit.dynamic_rnn(other_cell, other_inputs,
                                                   sequence_length=np.array([1, 2, 3])))
     assert not np.allclose(first[0], second[0])
+
+
+# ---- dtypes: an unroll computes in the weights' dtype ----------------------------------------------
+
+DTYPE_CELLS = [name for name in CELLS if name != "output_projection"]
+# (inputs' dtype, weights' dtype), for every cell: weights of each floating dtype, inputs of
+# another dtype (float16, bfloat16, float64) or the same; the result is in the weights' dtype.
+DTYPE_CASES = {
+    "f16_inputs_f32_cell": ("float16", "float32"),
+    "bf16_inputs_bf16_cell": ("bfloat16", "bfloat16"),
+    "f64_inputs_f16_cell": ("float64", "float16"),
+    "bf16_inputs_f64_cell": ("bfloat16", "float64"),
+}
+# atol and rtol against the reference, by the dtype the unroll computes in
+DTYPE_TOLERANCE = {"float16": 2e-2, "bfloat16": 6e-2, "float32": 1e-5, "float64": 1e-12}
+
+
+def _weighted_sum(tree):
+    """A float32 loss of every unit of ``tree``, each with its own weight."""
+    return sum(jnp.sum(x.astype(jnp.float32) * jnp.cos(jnp.arange(x.size)).reshape(x.shape))
+               for x in jax.tree.leaves(tree))
+
+
+def _reversed_loop(cell, inputs, initial_state, lengths):
+    """The backward direction's reference: the loop over each sequence reversed within its length
+    (``reverse_sequence``, tested above), its outputs reversed back."""
+    reverse = lambda x: jnp.swapaxes(rnnkit.reverse_sequence(  # noqa: E731
+        jnp.swapaxes(x, 0, 1), lengths), 0, 1)
+    outputs, state = python_loop(cell, reverse(inputs), initial_state, lengths)
+    return reverse(outputs), state
+
+
+def _dtype_runs(cell, inputs, state, lengths, compute):
+    """``{name: (results, grads)}`` of every unroll and BPTT mode, given ``inputs`` and ``state``
+    in their own dtype, and of the references: the loops in the ``compute`` dtype."""
+    def reference(loop):
+        return lambda cell, x, s: loop(cell, x.astype(compute),
+                                       jax.tree.map(lambda a: a.astype(compute), s), lengths)
+
+    def dynamic(bptt):
+        return lambda cell, x, s: rnnkit.dynamic_rnn(cell, x, sequence_length=lengths,
+                                                     initial_state=s, bptt=bptt)
+
+    def bidirectional(bptt):
+        return lambda cell, x, s: rnnkit.bidirectional_dynamic_rnn(
+            cell, cell, x, sequence_length=lengths, initial_state_fw=s, initial_state_bw=s,
+            bptt=bptt)
+
+    runs = {"loop": reference(python_loop), "loop_reversed": reference(_reversed_loop),
+            "static": lambda cell, x, s: static(cell, x, s, lengths),
+            "explicit": dynamic("explicit"), "autodiff": dynamic("autodiff"),
+            "bi_explicit": bidirectional("explicit"), "bi_autodiff": bidirectional("autodiff")}
+
+    def value_and_grads(run):
+        def loss(*args):
+            results = run(*args)
+            return _weighted_sum(results), results
+        (_, results), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+            cell, inputs, state)
+        return results, grads
+
+    return {name: value_and_grads(run) for name, run in runs.items()}
+
+
+@pytest.mark.parametrize("case", DTYPE_CASES)
+@pytest.mark.parametrize("cell_name", DTYPE_CELLS)
+def test_every_unroll_computes_in_the_weights_dtype(cell_name, case):
+    inputs_dtype, weights_dtype = DTYPE_CASES[case]
+    with jax.enable_x64("float64" in (inputs_dtype, weights_dtype)):
+        cell, inputs, state = make_case(cell_name)
+        cell = jax.tree.map(lambda w: jnp.asarray(w, weights_dtype), cell)
+        inputs, state = jax.tree.map(lambda a: jnp.asarray(a, inputs_dtype),
+                                     (inputs[:, :3], state))  # 3 steps: compiling dominates
+        lengths = np.array([0, 3, 2], np.int32)
+        runs = jax.jit(_dtype_runs, static_argnums=4, compiler_options={
+            "xla_backend_optimization_level": 0})(cell, inputs, state, lengths, weights_dtype)
+        # both directions read the same cell and state: the loss's gradient is the two loops'
+        (out_fw, state_fw), grads_fw = runs.pop("loop")
+        (out_bw, state_bw), grads_bw = runs.pop("loop_reversed")
+        want = ((out_fw, state_fw), grads_fw)
+        want_bi = (((out_fw, out_bw), (state_fw, state_bw)),
+                   jax.tree.map(jnp.add, grads_fw, grads_bw))
+
+        def assert_close(a, b, name):  # within the rounding of the computation and of a's dtype
+            tol = max(DTYPE_TOLERANCE[weights_dtype], DTYPE_TOLERANCE[jnp.dtype(a.dtype).name])
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                       rtol=tol, atol=tol, err_msg=name)
+
+        for name, (results, grads) in runs.items():
+            assert {a.dtype for a in jax.tree.leaves(results)} == {jnp.dtype(weights_dtype)}, name
+            assert [a.dtype for a in jax.tree.leaves(grads)] == [
+                a.dtype for a in jax.tree.leaves((cell, inputs, state))], name
+            jax.tree.map(functools.partial(assert_close, name=name), (results, grads),
+                         want_bi if name.startswith("bi_") else want)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnkit.activations import get_activation
+from rnnkit.checks import check_size
 from rnnkit.pytree import build, pytree_dataclass, set_fields, static_field
 
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -31,6 +32,7 @@ class LSTMStateTuple(NamedTuple):
 
 
 def _weights(key, input_size, num_units, gates):
+    input_size, num_units = check_size("input_size", input_size), check_size("num_units", num_units)
     kx, kh = jax.random.split(key)
     w_x = _glorot(kx, (input_size, gates * num_units), jnp.float32)
     w_h = _orthogonal(kh, (num_units, gates * num_units), jnp.float32)
@@ -221,6 +223,8 @@ class Dense:
     activation: object = static_field()
 
     def __init__(self, input_size, output_size, *, activation=None, key):
+        input_size = check_size("input_size", input_size)
+        output_size = check_size("output_size", output_size)
         w = _glorot(key, (input_size, output_size), jnp.float32)
         activation = None if activation is None else get_activation(activation)
         set_fields(self, w=w, b=jnp.zeros((output_size,), jnp.float32), activation=activation)

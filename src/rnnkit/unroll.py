@@ -12,6 +12,13 @@ copied through, so the final state is the one after step ``length - 1`` (the ini
 length of 0). Padded inputs are replaced by zeros before the cell reads them, so NaN in the padding
 reaches neither outputs, states nor gradients. Under ``jit`` the lengths are not checked: a length
 above ``T`` acts as ``T`` and one below 0 acts as 0.
+
+Dtypes: an unroll computes in its cell's weights' dtype. Inputs of another dtype (float16,
+bfloat16, float64, integers) and a floating ``initial_state`` of another dtype are cast to it, so
+a float32 cell returns float32 whatever it reads; to compute in half precision, cast the cell
+(``jax.tree.map(lambda w: w.astype(jnp.bfloat16), cell)``). A cell whose weights have two dtypes
+is refused, and so is an integer ``initial_state``. A cell without floating weights computes in
+the inputs' floating dtype, or float32.
 """
 
 import jax
@@ -20,7 +27,8 @@ import jax.numpy as jnp
 from rnnkit import speed
 from rnnkit.bptt import explicit_rnn
 from rnnkit.bptt_generic import generic_recurrence
-from rnnkit.checks import check_cell, check_cell_inputs, check_sequence_length, check_state
+from rnnkit.checks import (as_numeric_array, check_cell, check_cell_inputs, check_sequence_length,
+                           check_state, compute_dtype)
 from rnnkit.cudnn import cudnn_lstm
 from rnnkit.loops import Loop, choose_loop, layers
 from rnnkit.masks import select
@@ -41,11 +49,13 @@ def static_rnn(cell: Cell, inputs, *, initial_state=None, sequence_length=None, 
     check_cell(cell)
     if not isinstance(inputs, (list, tuple)) or not inputs:
         raise ValueError(f"inputs: expected a non-empty list of [B, I] arrays, got {inputs!r:.80}")
+    inputs = [as_numeric_array(x, f"inputs[{t}]") for t, x in enumerate(inputs)]
     for t, x in enumerate(inputs):
         check_cell_inputs(cell, x, f"inputs[{t}]", rank=2)
         if x.shape != inputs[0].shape:
             raise ValueError(f"inputs[{t}]: expected shape {inputs[0].shape}, got {x.shape}")
-    inputs = [_as_float(x, cell) for x in inputs]
+    dtype = compute_dtype(cell, inputs[0])
+    inputs = [jnp.asarray(x, dtype) for x in inputs]
     state, lengths = _prepare(cell, inputs[0], len(inputs), initial_state, sequence_length)
     cell = begin_sequence(cell, key)
     outputs = []
@@ -74,8 +84,9 @@ def dynamic_rnn(cell: Cell, inputs, *, sequence_length=None, initial_state=None,
       ``(outputs, final_state)`` with outputs ``[B, T, O]`` (``[T, B, O]`` if time_major).
     """
     check_cell(cell)
+    inputs = as_numeric_array(inputs, "inputs")
     check_cell_inputs(cell, inputs, "inputs", rank=3)
-    xs = _as_float(_time_major(inputs, time_major), cell)  # [T, B, I]
+    xs = jnp.asarray(_time_major(inputs, time_major), compute_dtype(cell, inputs))  # [T, B, I]
     state, lengths = _prepare(cell, xs[0], xs.shape[0], initial_state, sequence_length)
     outputs, state = _run(cell, xs, state, lengths, key, bptt, unroll)
     return (outputs if time_major else jnp.swapaxes(outputs, 0, 1)), state
@@ -94,15 +105,18 @@ def bidirectional_dynamic_rnn(cell_fw: Cell, cell_bw: Cell, inputs, *, sequence_
     """
     check_cell(cell_fw, "cell_fw")
     check_cell(cell_bw, "cell_bw")
-    check_cell_inputs(cell_fw, inputs, "inputs", rank=3)
-    check_cell_inputs(cell_bw, inputs, "inputs", rank=3)
+    inputs = as_numeric_array(inputs, "inputs")
+    check_cell_inputs(cell_fw, inputs, "inputs", rank=3, cell_name="cell_fw")
+    check_cell_inputs(cell_bw, inputs, "inputs", rank=3, cell_name="cell_bw")
     key_fw, key_bw = (None, None) if key is None else jax.random.split(key)
-    xs = _as_float(_time_major(inputs, time_major), cell_fw)  # [T, B, I]
+    xs = _time_major(inputs, time_major)  # [T, B, I]; each direction in its cell's dtype
+    xs_fw = jnp.asarray(xs, compute_dtype(cell_fw, inputs, "cell_fw"))
+    xs_bw = jnp.asarray(xs, compute_dtype(cell_bw, inputs, "cell_bw"))
     num_steps = xs.shape[0]
-    state_fw, lengths = _prepare(cell_fw, xs[0], num_steps, initial_state_fw, sequence_length)
-    state_bw, _ = _prepare(cell_bw, xs[0], num_steps, initial_state_bw, sequence_length)
-    out_fw, state_fw = _run(cell_fw, xs, state_fw, lengths, key_fw, bptt, unroll)
-    xs_bw = reverse_sequence(xs, lengths)
+    state_fw, lengths = _prepare(cell_fw, xs_fw[0], num_steps, initial_state_fw, sequence_length)
+    state_bw, _ = _prepare(cell_bw, xs_bw[0], num_steps, initial_state_bw, sequence_length)
+    out_fw, state_fw = _run(cell_fw, xs_fw, state_fw, lengths, key_fw, bptt, unroll)
+    xs_bw = reverse_sequence(xs_bw, lengths)
     out_bw, state_bw = _run(cell_bw, xs_bw, state_bw, lengths, key_bw, bptt, unroll)
     out_bw = reverse_sequence(out_bw, lengths)
     if not time_major:
@@ -128,25 +142,16 @@ def _time_major(inputs, time_major):
     return xs
 
 
-def _as_float(x, cell):
-    """Integer inputs (the book feeds ``np.array([[0, 1, 2], ...])``) take the weights' dtype."""
-    x = jnp.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-        return x
-    weights = [w for w in jax.tree.leaves(cell) if jnp.issubdtype(w.dtype, jnp.inexact)]
-    return x.astype(weights[0].dtype if weights else jnp.float32)
-
-
 def _prepare(cell, x0, num_steps, initial_state, sequence_length):
-    """Checked initial state and lengths for a batch whose first step is ``x0 [B, I]``."""
+    """Checked initial state (in ``x0``'s dtype) and lengths for a batch whose first step is
+    ``x0 [B, I]``."""
     batch_size = x0.shape[0]
     lengths = check_sequence_length(sequence_length, batch_size, num_steps)
     if lengths is not None:  # traced lengths cannot be checked: clip them to [0, T]
         lengths = jnp.clip(jnp.asarray(lengths), 0, num_steps)
     if initial_state is None:
         return cell.zero_state(batch_size, x0.dtype), lengths
-    check_state(cell, initial_state, batch_size, x0.dtype)
-    return initial_state, lengths
+    return check_state(cell, initial_state, batch_size, x0.dtype), lengths
 
 
 def _valid(lengths, t):

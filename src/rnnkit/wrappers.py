@@ -5,12 +5,11 @@ stay the same at every step (variational dropout) also gets ``begin_sequence(key
 before the loop; it returns a copy of the cell that carries the sequence key.
 """
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 
 from rnnkit.cells import LSTMStateTuple
+from rnnkit.checks import check_keep_prob, check_size
 from rnnkit.pytree import build, pytree_dataclass, replace, set_fields, static_field
 
 _glorot = jax.nn.initializers.glorot_uniform()
@@ -96,6 +95,7 @@ class OutputProjectionWrapper:
     b: jax.Array
 
     def __init__(self, cell, output_size, *, key):
+        output_size = check_size("output_size", output_size)
         w = _glorot(key, (cell.output_size, output_size), jnp.float32)
         set_fields(self, cell=cell, w=w, b=jnp.zeros((output_size,), jnp.float32))
 
@@ -147,12 +147,9 @@ class DropoutWrapper:
                  variational_recurrent=False):
         probs = dict(input_keep_prob=input_keep_prob, output_keep_prob=output_keep_prob,
                      state_keep_prob=state_keep_prob)
-        for name, p in probs.items():
-            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 < p <= 1.0:
-                raise ValueError(f"{name}: expected a number in (0, 1], got {p!r}")
         set_fields(self, cell=cell, sequence_key=None,
                    variational_recurrent=bool(variational_recurrent),
-                   **{k: float(v) for k, v in probs.items()})
+                   **{name: check_keep_prob(name, p) for name, p in probs.items()})
 
     def begin_sequence(self, key):
         inner_key, own_key = jax.random.split(key)
