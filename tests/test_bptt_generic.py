@@ -216,3 +216,25 @@ def test_split_cells_satisfy_the_protocol():
     assert all(isinstance(c, rk.SplitCell) for c in cells)
     assert not isinstance(rk.MultiRNNCell(cells[:1]), rk.SplitCell)
     assert not isinstance(rk.DropoutWrapper(cells[0]), rk.SplitCell)
+
+
+@pytest.mark.parametrize("inputs_dtype, cell_dtype, tol", [
+    ("float16", "float32", 1e-5), ("float32", "bfloat16", 6e-2), ("bfloat16", "float16", 2e-2)])
+def test_the_generic_bptt_computes_in_the_weights_dtype(inputs_dtype, cell_dtype, tol):
+    """``dynamic_rnn`` casts the inputs to the weights' dtype, so a split cell of any floating
+    dtype runs on the generic explicit BPTT (``bptt="explicit"``) as on autodiff."""
+    cell = jax.tree.map(lambda w: w.astype(cell_dtype) if w.dtype.kind == "f" else w, _cell("mgu"))
+    x = np.random.default_rng(2).standard_normal((B, T, I)).astype(inputs_dtype)
+
+    def loss(cell, x, bptt):
+        outputs, state = rk.dynamic_rnn(cell, x, sequence_length=LENGTHS, bptt=bptt)
+        assert outputs.dtype == state.dtype == jnp.dtype(cell_dtype)
+        return jnp.sum(jnp.sin(outputs.astype(jnp.float32))) + jnp.sum(jnp.cos(state)), outputs
+
+    grads = {bptt: jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True, allow_int=True),
+                           static_argnums=2)(cell, x, bptt) for bptt in ("explicit", "autodiff")}
+    assert [a.dtype for a in jax.tree.leaves(grads["explicit"][1])] == [
+        a.dtype for a in jax.tree.leaves(grads["autodiff"][1])]
+    to64 = functools.partial(jax.tree.map, lambda a: np.asarray(a, np.float64)
+                             if a.dtype != jax.dtypes.float0 else a)
+    _assert_same(to64(grads["explicit"]), to64(grads["autodiff"]), rtol=tol, atol=tol)
