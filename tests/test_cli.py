@@ -7,19 +7,25 @@ import errno
 import io
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import weakref
 
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+from rnnkit import train
 from rnnkit.cli import main
 from rnnkit.config import TrainConfig
 from rnnkit.datasets import write_idx
 from rnnkit.model import SequenceClassifier
+from test_rundir import held_by_another_process
 
 TINY_FLAGS = ["--units", "8", "--batch-size", "10", "--validation-size", "20", "--epochs", "2"]
 
@@ -32,11 +38,11 @@ def run(*argv):
     return status, out.getvalue(), err.getvalue()
 
 
-def write_mnist(folder, side=28):
+def write_mnist(folder, side=28, num_train=80):
     """MNIST's four files (train .gz, test raw): 80 training and 30 test digits whose class is
     a bright row at 2*label+3 on dark noise."""
     rng = np.random.default_rng(0)
-    for prefix, n, gz in (("train", 80, ".gz"), ("t10k", 30, "")):
+    for prefix, n, gz in (("train", num_train, ".gz"), ("t10k", 30, "")):
         labels = rng.integers(0, 10, n).astype(np.uint8)
         images = rng.integers(0, 50, (n, side, side)).astype(np.uint8)
         images[np.arange(n), 2 * labels + 3] = 255
@@ -106,8 +112,7 @@ def test_help_documents_every_config_flag():
     (["train", "--lr", "-1"], "--lr: expected a positive finite number, got -1.0"),
     (["train", "--cell", "rnn"], "argument --cell: invalid choice: 'rnn'"),
     (["train", "--bptt", "scan"], "argument --bptt: invalid choice: 'scan'"),
-    (["train", "--bptt", "cudnn"], "--bptt: 'cudnn' trains LSTM cells on a GPU with cuDNN; got "
-     "cell 'basic'"),
+    (["train", "--bptt", "cudnn"], "--bptt: 'cudnn' trains LSTM cells"),
     (["train", "--units", "many"], "argument --units: invalid int value: 'many'"),
     (["train", "--batch-size", "61", "--validation-size", "20", "--data-dir", "{data}"],
      "--batch-size: expected at most the 60 training examples, got 61"),
@@ -287,3 +292,173 @@ def test_predict_npy_and_png_give_the_same_probabilities(trained, data_dir, tmp_
     status, inverted, _ = run("predict", trained[0], tmp_path / "dark.png", "--invert")
     np.testing.assert_allclose(np.array(inverted.splitlines()[1].split("\t")[1:], float),
                                np.array(rows[f"{tmp_path}/one.png"], float), atol=2e-4)
+
+
+# --- the run folder: one process at a time, no other files, interrupts ------------------------
+
+def test_a_run_folder_in_use_by_another_process_is_refused(trained, data_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy)
+    with held_by_another_process(copy) as holder:
+        needle = f"{copy} is in use by another rnnkit process (pid {holder.pid}); wait"
+        assert_one_line_error(run("train", "--resume", copy, "--epochs", "3"), needle)
+        assert_one_line_error(run("evaluate", copy), needle)
+        assert_one_line_error(run("train", "--data-dir", data_dir, "--out", copy, *TINY_FLAGS),
+                              "already holds a run")
+        (copy / "checkpoints").rename(tmp_path / "moved")  # as if before its first checkpoint
+        (copy / ".rnnkit-run").write_text("")
+        assert_one_line_error(run("train", "--data-dir", data_dir, "--out", copy, *TINY_FLAGS),
+                              needle)
+
+
+def test_train_refuses_a_folder_of_other_files_by_name(data_dir, tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    assert_one_line_error(
+        run("train", "--data-dir", data_dir, "--out", tmp_path, *TINY_FLAGS),
+        f"--out: {tmp_path} is not empty and holds no rnnkit run: it holds thesis.tex; rnnkit "
+        f"trains only into a new or empty folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_it_over(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy, ignore=shutil.ignore_patterns("checkpoints", "final.json"))
+    (copy / ".rnnkit-run").write_text("")
+    status, stdout, _ = run("train", "--resume", copy)
+    assert status == 0 and f"Starting {copy} over: the run there stopped before its first " \
+                           f"checkpoint" in stdout
+    assert (copy / "final.json").read_text() == (trained[0] / "final.json").read_text()
+
+
+def training(*argv):
+    """A ``rnnkit train`` process and a queue of its stdout lines (None at its end)."""
+    process = subprocess.Popen([sys.executable, "-m", "rnnkit.cli", "train", *map(str, argv)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, lines
+
+
+def interrupt_after(argv, needle, *, presses=1):
+    """Runs ``rnnkit train argv``, sends Ctrl-C once a line holds ``needle``; its stderr."""
+    process, lines = training(*argv)
+    while True:
+        line = lines.get(timeout=120)
+        assert line is not None, process.stderr.read()
+        if needle in line:
+            break
+    for _ in range(presses):
+        process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.startswith("rnnkit: error: interrupted") and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+def test_ctrl_c_stops_a_training_at_any_moment_and_it_resumes(data_dir, tmp_path):
+    out = tmp_path / "run"
+    stderr = interrupt_after(["--data-dir", data_dir, "--out", out, *TINY_FLAGS[:-1], "1000"],
+                             "Training into")  # while it compiles
+    assert str(out) in stderr
+    resume = ["--resume", out]
+    stderr = interrupt_after(resume, "\tTraining loss: ")  # right after an epoch
+    assert stderr.endswith(f"continue with rnnkit train --resume {out}\n")
+    interrupt_after(resume, "Resuming", presses=2)  # twice: at once
+    done = int(train.latest_checkpoint(out / "checkpoints").stem.removeprefix("epoch-"))
+    process, _ = training(*resume, "--epochs", done + 1)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert json.loads((out / "final.json").read_text())["epoch"] == done + 1
+
+
+def test_ctrl_c_that_lands_in_a_finalizer_still_stops_the_training(data_dir, tmp_path,
+                                                                   monkeypatch):
+    """Python swallows an exception raised in a finalizer, KeyboardInterrupt too."""
+    real = train.plot_learning_curves
+
+    def plot_and_interrupt(rows, path):
+        real(rows, path)
+        garbage = type("Garbage", (), {})()
+        weakref.finalize(garbage, signal.raise_signal, signal.SIGINT)
+        del garbage  # the finalizer runs here, and with it the Ctrl-C's handler
+
+    monkeypatch.setattr(train, "plot_learning_curves", plot_and_interrupt)
+    out = tmp_path / "run"
+    status, _, stderr = run("train", "--data-dir", data_dir, "--out", out, *TINY_FLAGS)
+    assert status == 130 and stderr == (f"rnnkit: error: interrupted; {out} keeps its "
+                                        f"checkpoint of epoch 1: continue with rnnkit train "
+                                        f"--resume {out}\n")
+    monkeypatch.undo()
+    assert run("train", "--resume", out)[0] == 0
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_interrupt_says_what_was_kept(trained, data_dir, tmp_path, monkeypatch, command):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if command == "evaluate":
+        monkeypatch.setattr("rnnkit.cli.evaluate_with_probabilities", interrupted)
+        status, _, stderr = run("evaluate", trained[0])
+        assert (status, stderr) == (130, "rnnkit: error: interrupted\n")
+        return
+    monkeypatch.setattr(train, "train_epoch", interrupted)
+    out = tmp_path / "my run"
+    status, _, stderr = run("train", "--data-dir", data_dir, "--out", out, *TINY_FLAGS)
+    assert status == 130 and stderr == (f"rnnkit: error: interrupted before the first "
+                                        f"checkpoint of {out}; run the same command again to "
+                                        f"start over\n")
+
+
+def test_a_full_disk_names_the_file(trained, tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert_one_line_error(run("evaluate", copy),
+                          f"rnnkit: error: {copy}/confusion_test.png: No space left on device")
+    assert not list(copy.glob(".*.part"))
+
+
+def test_a_read_only_run_folder_is_named_before_evaluating(trained, tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy)
+    real = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # as a read-only mount (root ignores chmod)
+        if str(path).startswith(str(copy)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    status, stdout, stderr = run("evaluate", copy)
+    assert (status, stdout) == (2, "")
+    assert stderr == (f"rnnkit: error: {copy}: the run folder is not writable (Read-only file "
+                      f"system); make it writable, or copy the run to a folder you can write\n")
+
+
+def test_data_with_fewer_images_than_the_run_held_out_says_so(trained, tmp_path):
+    (tmp_path / "small").mkdir()
+    small = write_mnist(tmp_path / "small", num_train=15)
+    needle = (f"{small}: the data has 15 training images, but the run in {trained[0]} held out "
+              f"20 of them for validation (its validation_size); use the data it was trained on")
+    assert_one_line_error(run("evaluate", trained[0], "--data-dir", small), needle)
+    copy = tmp_path / "run"
+    shutil.copytree(trained[0], copy)
+    assert_one_line_error(run("train", "--resume", copy, "--epochs", "3", "--data-dir", small),
+                          needle.replace(str(trained[0]), str(copy)))
+
+
+def test_a_data_dir_that_is_a_file_is_one_line(data_dir, tmp_path):
+    assert_one_line_error(run("train", "--data-dir", data_dir / "t10k-labels-idx1-ubyte",
+                              "--out", tmp_path / "run", *TINY_FLAGS), "a file, not a folder")
+    assert not (tmp_path / "run").exists()

