@@ -231,8 +231,8 @@ def test_resume_rejects_a_different_model_bptt_and_fewer_epochs(straight, tmp_pa
     with pytest.raises(ConfigError, match=r"^units: the run in .* was trained with 8, got 9"):
         quiet_fit(TINY.replace(units=9, epochs=3), out, resume=True)
     with pytest.raises(ConfigError, match=r"^bptt: the run in .* was trained with 'auto', "
-                                          r"got 'fused'; only epochs, data_dir, download, out"):
-        quiet_fit(TINY.replace(epochs=3, bptt="fused"), out, resume=True)  # rounding differs
+                                          r"got 'explicit'; only epochs, data_dir, download, out"):
+        quiet_fit(TINY.replace(epochs=3, bptt="explicit"), out, resume=True)  # rounding differs
     with pytest.raises(ConfigError, match="^epochs: expected at least the 3 epochs"):
         quiet_fit(TINY.replace(epochs=2), out, resume=True)
     with pytest.raises(ConfigError, match="^out: .* already holds a run"):
@@ -391,8 +391,9 @@ def test_config_defaults_are_the_books_experiment():
     (dict(cell="gru", activation="relu"), "activation", "only the basic cell"),
     (dict(seed=-1), "seed", ">= 0"),
     (dict(epochs=True), "epochs", "got True"),
-    (dict(bptt="scan"), "bptt", "expected one of auto, fused, autodiff, cudnn, got 'scan'"),
-    (dict(cell="gru", bptt="cudnn"), "bptt", "'cudnn' trains LSTM cells on a GPU with cuDNN; "
+    (dict(bptt="scan"), "bptt", "expected one of auto, explicit, autodiff, cudnn, fused, "
+     "got 'scan'"),
+    (dict(cell="gru", bptt="cudnn"), "bptt", "'cudnn' trains LSTM cells (on a GPU with cuDNN); "
      "got cell 'gru'"),
 ])
 def test_config_validate_names_the_field(changes, field, needle):
