@@ -159,19 +159,89 @@ def test_auto_runs_the_explicit_bptt_for_built_in_cells(name):
     assert _loop_of(cell, x, bptt="autodiff") == "autodiff"
 
 
-def test_active_dropout_runs_on_autodiff():
-    cell = rk.DropoutWrapper(rk.LSTMCell(I, H, key=jax.random.key(0)), input_keep_prob=0.5)
+def test_state_dropout_runs_on_autodiff_and_input_and_output_dropout_do_not():
+    lstm = rk.LSTMCell(I, H, key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (B, T, I))
+    key = jax.random.key(2)
+    for kept in (dict(input_keep_prob=0.5), dict(output_keep_prob=0.5),
+                 dict(input_keep_prob=0.5, output_keep_prob=0.7, variational_recurrent=True)):
+        cell = rk.DropoutWrapper(lstm, **kept)
+        assert _loop_of(cell, x, key=key) == "explicit", kept
+    cell = rk.DropoutWrapper(lstm, input_keep_prob=0.5, state_keep_prob=0.5)
     assert _loop_of(cell, x) == "explicit"  # without a key the wrapper is the identity
-    assert _loop_of(cell, x, key=jax.random.key(2)) == "autodiff"
-    plain, _ = rk.dynamic_rnn(cell.cell, x, bptt="autodiff")
+    assert _loop_of(cell, x, key=key) == "autodiff"
+    plain, _ = rk.dynamic_rnn(lstm, x, bptt="autodiff")
     fused, _ = rk.dynamic_rnn(cell, x, bptt="explicit")
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
-    wanted = "bptt: 'explicit' supports .* got DropoutWrapper with dropout"
+    wanted = "bptt: 'explicit' supports .* got DropoutWrapper with state dropout"
     with pytest.raises(ValueError, match=wanted):
-        rk.dynamic_rnn(cell, x, bptt="explicit", key=jax.random.key(2))
-    dropped, _ = rk.dynamic_rnn(cell, x, key=jax.random.key(2))
+        rk.dynamic_rnn(cell, x, bptt="explicit", key=key)
+    dropped, _ = rk.dynamic_rnn(cell, x, key=key)
     assert not np.allclose(dropped, plain)
+
+
+def _dropout_cells(key):
+    """Dropout outside the recurrence: on one layer, on each layer of a stack (the book's deep
+    RNN: ``MultiRNNCell([DropoutWrapper(cell, input_keep_prob=p) ...])``), around a stack."""
+    ks = jax.random.split(key, 6)
+    book = [rk.BasicRNNCell(n, H, activation="relu", key=k) for n, k in zip((I, H, H), ks)]
+    return {
+        "input": rk.DropoutWrapper(rk.LSTMCell(I, H, key=ks[3]), input_keep_prob=0.5),
+        "input-output-variational": rk.DropoutWrapper(
+            rk.GRUCell(I, H, key=ks[4]), input_keep_prob=0.6, output_keep_prob=0.7,
+            variational_recurrent=True),
+        "book-deep-rnn": rk.MultiRNNCell([rk.DropoutWrapper(c, input_keep_prob=0.5)
+                                          for c in book]),
+        "around-a-stack": rk.DropoutWrapper(rk.MultiRNNCell([
+            rk.DropoutWrapper(rk.LSTMCell(I, H, use_peepholes=True, key=ks[5]),
+                              output_keep_prob=0.6),
+            rk.GRUCell(H, 4, reset_after=False, key=ks[0])]), input_keep_prob=0.8,
+            output_keep_prob=0.5, variational_recurrent=True),
+    }
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("name", list(_dropout_cells(jax.random.key(0))))
+def test_dropout_on_the_explicit_bptt_equals_autodiff_float64(name, lengths):
+    """The same key draws the same masks on both paths: outputs, final states and gradients
+    agree to float64 rounding, and differ from the same model without dropout."""
+    with jax.enable_x64(True):
+        cell = _randomised(_dropout_cells(jax.random.key(0))[name], jnp.float64)
+        x = jax.random.normal(jax.random.key(2), (B, T, I), jnp.float64)
+        key = jax.random.key(7)
+        assert _loop_of(cell, x, key=key) == "explicit"
+
+        @functools.partial(jax.jit, static_argnames="bptt")
+        def run(cell, x, key, bptt):
+            def loss(cell, x):
+                outputs, state = rk.dynamic_rnn(cell, x, sequence_length=lengths, key=key,
+                                                bptt=bptt)
+                return jnp.sum(jnp.sin(outputs) * jnp.arange(outputs.shape[-1])) + sum(
+                    jnp.sum(jnp.cos(s)) for s in jax.tree.leaves(state)), (outputs, state)
+            return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(cell, x)
+
+        explicit, autodiff = run(cell, x, key, "explicit"), run(cell, x, key, "autodiff")
+        for a, b in zip(jax.tree.leaves(explicit), jax.tree.leaves(autodiff), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        (_, (undropped, _)), _ = run(cell, x, None, "explicit")
+        assert not np.allclose(explicit[0][1][0], undropped)
+
+
+def test_bidirectional_dropout_on_the_explicit_bptt_equals_autodiff():
+    cells = _dropout_cells(jax.random.key(0))
+    fw, bw = cells["input"], cells["book-deep-rnn"]
+    x = jax.random.normal(jax.random.key(2), (B, T, I))
+
+    def loss(cells, bptt):
+        (out_fw, out_bw), states = rk.bidirectional_dynamic_rnn(
+            *cells, x, sequence_length=LENGTHS, key=jax.random.key(5), bptt=bptt)
+        return jnp.sum(jnp.sin(out_fw)) + jnp.sum(out_bw ** 2) + sum(
+            jnp.sum(s) for s in jax.tree.leaves(states))
+
+    explicit = jax.value_and_grad(loss)((fw, bw), "explicit")
+    autodiff = jax.value_and_grad(loss)((fw, bw), "autodiff")
+    for a, b in zip(jax.tree.leaves(explicit), jax.tree.leaves(autodiff), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_user_cell_without_split_runs_on_autodiff():

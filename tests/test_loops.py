@@ -68,6 +68,14 @@ def _cell(name):
         "mixed-stack": lambda: rk.MultiRNNCell([lstm, rk.pytree.build(MinimalGatedUnit, w_x=
             jnp.ones((H, H)), w_h=jnp.ones((H, H)))]),
         "dropout-lstm": lambda: rk.DropoutWrapper(lstm, input_keep_prob=0.5),
+        "state-dropout-lstm": lambda: rk.DropoutWrapper(lstm, output_keep_prob=0.5,
+                                                        state_keep_prob=0.5),
+        "dropout-stack": lambda: rk.MultiRNNCell([rk.DropoutWrapper(
+            lstm, input_keep_prob=0.5), rk.DropoutWrapper(rk.GRUCell(H, H, key=key),
+                                                          output_keep_prob=0.5)]),
+        "dropout-around-stack": lambda: rk.DropoutWrapper(rk.MultiRNNCell([lstm, rk.GRUCell(
+            H, H, key=key)]), input_keep_prob=0.5, variational_recurrent=True),
+        "dropout-split": lambda: rk.DropoutWrapper(_cell("split"), output_keep_prob=0.5),
         "subclass": lambda: DoubledLSTM.from_weights(lstm.w_x, lstm.w_h, lstm.b),
         "split": lambda: rk.pytree.build(MinimalGatedUnit, w_x=jnp.ones((I, H)),
                                          w_h=jnp.ones((H, H))),
@@ -97,8 +105,18 @@ TABLE = [
     ("plain", F32, False, False, "explicit", False, "bptt: 'explicit' supports"),
     ("projection", F32, False, False, "auto", False, (A,)),
     ("dropout-lstm", F32, False, False, "auto", False, (E,)),
-    ("dropout-lstm", F32, False, True, "auto", False, (A,)),
-    ("dropout-lstm", F32, False, True, "explicit", False, "bptt: 'explicit' supports"),
+    # input and output dropout: masks on whole sequences around the layers' loops
+    ("dropout-lstm", F32, False, True, "auto", False, (E,)),
+    ("dropout-lstm", F32, True, True, "explicit", False, (E,)),
+    ("dropout-lstm", F32, False, True, "autodiff", False, (A,)),
+    ("dropout-stack", F32, True, True, "auto", False, (E, E)),
+    ("dropout-around-stack", F32, False, True, "auto", False, (E, E)),
+    ("dropout-split", F32, False, True, "auto", False, (A,)),
+    ("dropout-split", F32, False, True, "explicit", False, (G,)),
+    # state dropout acts inside the recurrence
+    ("state-dropout-lstm", F32, False, False, "auto", False, (E,)),
+    ("state-dropout-lstm", F32, False, True, "auto", False, (A,)),
+    ("state-dropout-lstm", F32, False, True, "explicit", False, "bptt: 'explicit' supports"),
     ("lstm", F32, False, False, "autodiff", False, (A,)),
     ("lstm", F32, False, False, "fused", False, (E,)),
     ("lstm", F32, False, False, "cudnn", False, "bptt: 'cudnn' needs a GPU"),
@@ -115,7 +133,8 @@ TABLE = [
     ("peephole", F32, False, False, "auto", True, (E,)),
     ("gru", F32, False, False, "auto", True, (E,)),
     ("subclass", F32, False, False, "auto", True, (A,)),
-    ("dropout-lstm", F32, False, True, "auto", True, (A,)),
+    ("dropout-lstm", F32, False, True, "auto", True, (E,)),
+    ("dropout-lstm", F32, False, True, "cudnn", True, "bptt: 'cudnn' needs"),
     ("lstm", F32, True, False, "cudnn", True, "bptt: 'cudnn' needs"),
     ("peephole", F32, False, False, "cudnn", True, "bptt: 'cudnn' needs"),
 ]

@@ -263,10 +263,13 @@ def test_integer_inputs_are_fed_as_float32_like_the_book():
     assert_trees_close(rnnkit.dynamic_rnn(cell, x), want)
 
 
-def test_dropout_under_dynamic_rnn_depends_only_on_the_key():
+@pytest.mark.parametrize("state_keep_prob", [0.7, 1.0], ids=["autodiff", "explicit"])
+def test_dropout_under_dynamic_rnn_depends_only_on_the_key(state_keep_prob):
+    """With state dropout the scan runs on autodiff; without, the explicit BPTT applies the
+    input and output masks to whole sequences: the same masks as static_rnn's steps."""
     rng = np.random.default_rng(3)
     cell = rnnkit.MultiRNNCell([
-        rnnkit.DropoutWrapper(lstm(rng), input_keep_prob=0.7, state_keep_prob=0.7),
+        rnnkit.DropoutWrapper(lstm(rng), input_keep_prob=0.7, state_keep_prob=state_keep_prob),
         rnnkit.DropoutWrapper(gru(rng, True, i=H), output_keep_prob=0.7,
                               variational_recurrent=True),
     ])

@@ -1,8 +1,8 @@
 """Which time loop runs a cell: the one decision behind ``dynamic_rnn``'s ``bptt`` argument.
 
 ``choose_loop`` looks at the cell's layers (a ``MultiRNNCell``'s cells, through any
-``DropoutWrapper`` that gets no key), the inputs' dtype, whether there are sequence lengths,
-whether dropout is active, and the requested mode, and returns a loop per layer:
+``DropoutWrapper``), the inputs' dtype, whether there are sequence lengths, whether dropout is
+active, and the requested mode, and returns a loop per layer:
 
 =======================  ==========================================================================
 ``Loop.CUDNN``           cuDNN's fused LSTM (``cudnn.py``): GPU, float32, built-in ``LSTMCell``
@@ -17,6 +17,11 @@ built-in cell, else autodiff (the generic explicit BPTT recomputes each step in 
 loop: see ``docs/design.md``); "explicit" takes the explicit BPTT of every layer (built-in or
 split) or refuses; "cudnn" takes cuDNN or refuses; "autodiff" always autodiff. "fused" is an
 older name of "explicit" and still accepted.
+
+Active dropout keeps the explicit BPTT when it sits outside the recurrence: ``DropoutWrapper``s
+around the layers or the stack, with input and output dropout only; the unroll then applies
+their masks to each layer's whole input and output sequences (``wrappers.sequence_dropout``).
+State dropout (``state_keep_prob < 1``) acts inside the recurrence and runs on autodiff.
 """
 
 import enum
@@ -29,7 +34,7 @@ from rnnkit.cells import builtin_kind
 from rnnkit.config import BPTT_ALIASES, BPTT_MODES
 from rnnkit.cudnn import cudnn_backend, cudnn_computes
 from rnnkit.protocols import SplitCell
-from rnnkit.wrappers import DropoutWrapper, MultiRNNCell
+from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, has_dropout
 
 
 class Loop(enum.Enum):
@@ -59,8 +64,8 @@ def choose_loop(cell, *, dtype, has_lengths=False, dropout=False, mode="auto", g
     """The loop of each layer of ``cell``, as a tuple; ``(Loop.AUTODIFF,)`` for the whole cell.
 
     Args:
-      dtype: the inputs' dtype; has_lengths: a ``sequence_length`` was given; dropout: a
-        ``DropoutWrapper`` in the cell gets a key; mode: ``dynamic_rnn``'s ``bptt``.
+      dtype: the dtype the unroll computes in; has_lengths: a ``sequence_length`` was given;
+        dropout: the ``DropoutWrapper``s in the cell get a key; mode: ``dynamic_rnn``'s ``bptt``.
       gpu: whether cuDNN's kernels are at hand; None asks the backend (``cudnn_backend``).
     Raises:
       ValueError: ``mode`` is unknown, or "cudnn"/"explicit" cannot run this cell.
@@ -79,7 +84,8 @@ def choose_loop(cell, *, dtype, has_lengths=False, dropout=False, mode="auto", g
             + (f" with {jnp.dtype(dtype).name} inputs" if dtype != jnp.float32 else "")
             + (" with sequence_length" if has_lengths else "")
             + (" with dropout" if dropout else ""))
-    explicit = None if dropout else tuple(map(_explicit_loop, parts))
+    inside = dropout and not dropout_outside_recurrence(cell)
+    explicit = None if inside else tuple(map(_explicit_loop, parts))
     if mode == "auto" and explicit and all(loop is Loop.EXPLICIT for loop in explicit):
         return explicit
     if mode == "explicit":
@@ -87,10 +93,21 @@ def choose_loop(cell, *, dtype, has_lengths=False, dropout=False, mode="auto", g
             raise ValueError(
                 "bptt: 'explicit' supports the built-in cells, split cells (rnnkit.protocols."
                 "SplitCell: input_projection and recurrent_step) and MultiRNNCell stacks of "
-                f"them, without active dropout (a DropoutWrapper given a key); got "
-                f"{type(cell).__name__}" + (" with dropout" if dropout else ""))
+                "them, with dropout on inputs and outputs only (a DropoutWrapper given a key "
+                "with state_keep_prob < 1 needs autodiff); got "
+                f"{type(cell).__name__}" + (" with state dropout" if inside else ""))
         return explicit
     return (Loop.AUTODIFF,)
+
+
+def dropout_outside_recurrence(cell):
+    """Whether every ``DropoutWrapper`` in ``cell`` drops only inputs and outputs and sits where
+    ``layers`` looks through it (around the stack or a layer), so that its masks can be applied
+    to whole sequences (``wrappers.sequence_dropout``) outside the layers' loops."""
+    is_dropout = lambda node: isinstance(node, DropoutWrapper)  # noqa: E731
+    wrappers = [n for n in jax.tree.leaves(cell, is_leaf=is_dropout) if is_dropout(n)]
+    return (all(w.state_keep_prob >= 1.0 for w in wrappers)
+            and not any(map(has_dropout, layers(cell))))
 
 
 def _explicit_loop(layer):

@@ -33,7 +33,8 @@ from rnnkit.cudnn import cudnn_lstm
 from rnnkit.loops import Loop, choose_loop, layers
 from rnnkit.masks import select
 from rnnkit.protocols import Cell
-from rnnkit.wrappers import DropoutWrapper, MultiRNNCell, begin_sequence, call_cell, has_dropout
+from rnnkit.wrappers import (DropoutWrapper, MultiRNNCell, begin_sequence, call_cell, has_dropout,
+                             sequence_dropout)
 
 
 def static_rnn(cell: Cell, inputs, *, initial_state=None, sequence_length=None, key=None):
@@ -177,21 +178,26 @@ def _run(cell, xs, state, lengths, key, bptt, unroll):
                        mode=bptt)
     if plan == (Loop.AUTODIFF,):
         return _scan(cell, xs, state, lengths, key, unroll)
-    return _run_layers(plan, cell, xs, state, lengths, unroll)
+    dropouts = sequence_dropout(cell, key, xs.shape[0]) if dropout else None
+    return _run_layers(plan, cell, xs, state, lengths, unroll, dropouts)
 
 
-def _run_layers(plan, cell, xs, state, lengths, unroll):
+def _run_layers(plan, cell, xs, state, lengths, unroll, dropouts=None):
     """Layer after layer, each a full sequence, on its loop: a built-in cell's explicit BPTT
     (``bptt.py``, whose loop projects each step's inputs), a split cell's generic one
     (``bptt_generic.py``, its inputs projected for all steps in one matmul first) or cuDNN's
-    LSTM (``cudnn.py``)."""
+    LSTM (``cudnn.py``). ``dropouts``: per layer, the dropout of its input and output
+    sequences (``wrappers.sequence_dropout``), or None."""
     valid = None if lengths is None else jnp.arange(xs.shape[0])[:, None] < lengths[None, :]
     if valid is not None:
         xs = jnp.where(valid[..., None], xs, jnp.zeros_like(xs))  # never read the padding
     stacked = _is_stack(cell)  # the state is a tuple of the layers' states
     states = state if stacked else (state,)
+    dropouts = dropouts or [(None, None)] * len(plan)
     finals = []
-    for loop, layer, layer_state in zip(plan, layers(cell), states, strict=True):
+    for loop, layer, layer_state, (drop_inputs, drop_outputs) in zip(
+            plan, layers(cell), states, dropouts, strict=True):
+        xs = xs if drop_inputs is None else drop_inputs(xs)
         if loop is Loop.CUDNN:
             xs, layer_state = cudnn_lstm(layer, xs, layer_state)
         elif loop is Loop.EXPLICIT:
@@ -199,6 +205,7 @@ def _run_layers(plan, cell, xs, state, lengths, unroll):
         else:
             xs, layer_state = generic_recurrence(layer, layer.input_projection(xs), layer_state,
                                                  valid, unroll=unroll)
+        xs = xs if drop_outputs is None else drop_outputs(xs)
         finals.append(layer_state)
     return xs, (tuple(finals) if stacked else finals[0])
 

@@ -2,8 +2,12 @@
 
 Randomness: the unroll functions pass each step ``key=fold_in(key, t)``. A cell whose masks must
 stay the same at every step (variational dropout) also gets ``begin_sequence(key)`` called once
-before the loop; it returns a copy of the cell that carries the sequence key.
+before the loop; it returns a copy of the cell that carries the sequence key. Input and output
+dropout sit outside the recurrence: ``sequence_dropout`` draws the same masks for whole sequences,
+so that the explicit BPTT can run the layers between them (``docs/design.md``).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +66,12 @@ class MultiRNNCell:
         keys = jax.random.split(key, len(self.cells))
         return build(MultiRNNCell, cells=tuple(map(begin_sequence, self.cells, keys)))
 
+    def layer_keys(self, key):
+        """The step keys of the layers, from the stack's step ``key``."""
+        return jax.random.split(key, len(self.cells))
+
     def __call__(self, inputs, state, *, key=None):
-        keys = [None] * len(self.cells) if key is None else jax.random.split(key, len(self.cells))
+        keys = [None] * len(self.cells) if key is None else self.layer_keys(key)
         new_states = []
         for cell, layer_state, layer_key in zip(self.cells, state, keys):
             inputs, layer_state = call_cell(cell, inputs, layer_state, layer_key)
@@ -156,17 +164,64 @@ class DropoutWrapper:
         cell = begin_sequence(self.cell, inner_key)
         return replace(self, cell=cell, sequence_key=own_key if self.variational_recurrent else None)
 
-    def __call__(self, inputs, state, *, key=None):
-        if key is None:
-            return self.cell(inputs, state)
+    def step_keys(self, key):
+        """``(k_in, k_out, k_state, k_cell)``: the keys of a step's masks (drawn from the sequence
+        key for variational masks, else from the step's ``key``) and of the inner cell's step."""
         mask_key = self.sequence_key if self.sequence_key is not None else key
         k_in, k_out, k_state, k_cell = jax.random.split(mask_key, 4)
         if self.sequence_key is not None:
             k_cell = key  # the inner cell still gets a fresh key at every step
+        return k_in, k_out, k_state, k_cell
+
+    def __call__(self, inputs, state, *, key=None):
+        if key is None:
+            return self.cell(inputs, state)
+        k_in, k_out, k_state, k_cell = self.step_keys(key)
         inputs = _dropout(k_in, inputs, self.input_keep_prob)
         output, new_state = call_cell(self.cell, inputs, state, k_cell)
         output = _dropout(k_out, output, self.output_keep_prob)
         return output, _drop_state(k_state, new_state, self.state_keep_prob)
+
+
+def sequence_dropout(cell, key, num_steps):
+    """The input and output dropout of the ``DropoutWrapper``s in ``cell``, for whole sequences.
+
+    ``cell`` is one layer or a ``MultiRNNCell`` of layers, either possibly wrapped (as
+    ``rnnkit.loops.layers`` reads it); its wrappers must drop no state. The masks are those that
+    the step-by-step unroll draws (``begin_sequence(key)``, then per step ``fold_in(key, t)`` and
+    the splits of ``MultiRNNCell.layer_keys`` and ``DropoutWrapper.step_keys``), so both compute
+    the same numbers.
+    Returns:
+      per layer, ``(drop_inputs, drop_outputs)``: functions ``[T, B, N] -> [T, B, N]``.
+    """
+    step_keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(num_steps))  # [T]
+    layers = _sequence_masks(begin_sequence(cell, key), step_keys, top=True)
+    return [(_masker(before), _masker(after)) for before, after in layers]
+
+
+def _sequence_masks(cell, step_keys, top):
+    """Per layer, the ``(keys [T], keep_prob)`` of its input masks and of its output masks, in
+    the order they act: an outer wrapper's input mask first, its output mask last."""
+    if isinstance(cell, DropoutWrapper):
+        k_in, k_out, _, k_cell = jax.vmap(cell.step_keys)(step_keys)
+        layers = _sequence_masks(cell.cell, k_cell, top)
+        layers[0] = ([(k_in, cell.input_keep_prob)] + layers[0][0], layers[0][1])
+        layers[-1] = (layers[-1][0], layers[-1][1] + [(k_out, cell.output_keep_prob)])
+        return layers
+    if top and isinstance(cell, MultiRNNCell):
+        keys = jax.vmap(cell.layer_keys)(step_keys)  # [T, L]
+        return [layer for depth, inner in enumerate(cell.cells)
+                for layer in _sequence_masks(inner, keys[:, depth], top=False)]
+    return [([], [])]
+
+
+def _masker(masks):
+    def drop(xs):  # [T, B, N]
+        for keys, keep_prob in masks:
+            if keep_prob < 1.0:
+                xs = jax.vmap(functools.partial(_dropout, keep_prob=keep_prob))(keys, xs)
+        return xs
+    return drop
 
 
 def _dropout(key, x, keep_prob):
