@@ -1,6 +1,7 @@
 """Bad input fails at the public boundary, with a message that names the argument, the expected
 and the actual value; and what is deliberately not checked under ``jit``."""
 
+import fractions
 import re
 
 import jax
@@ -284,7 +285,7 @@ def test_bidirectional_names_the_cell_whose_input_size_differs(which):
 # ---- keep probabilities: any concrete real number ---------------------------------------------------
 
 @pytest.mark.parametrize("value", [jnp.float32(0.5), jnp.array(0.5), np.array(0.5), jnp.int32(1),
-                                   np.float16(0.25), jnp.bfloat16(0.5)])
+                                   np.float16(0.25), jnp.bfloat16(0.5), fractions.Fraction(1, 2)])
 def test_keep_probability_accepts_concrete_scalars_of_any_numeric_type(value):
     wrapper = rnnkit.DropoutWrapper(LSTM, input_keep_prob=value)
     assert wrapper.input_keep_prob == float(value) and type(wrapper.input_keep_prob) is float

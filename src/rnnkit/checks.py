@@ -32,9 +32,14 @@ def check_keep_prob(name, p):
         raise ValueError(f"{name}: expected a concrete number in (0, 1], got a traced value "
                          f"({type(p).__name__}); pass a Python or NumPy number, fixed when the "
                          f"wrapper is made, not one computed under jit")
-    dtype = None if isinstance(p, (str, bytes)) or np.ndim(p) != 0 else np.asarray(p).dtype
-    real = dtype is not None and (jnp.issubdtype(dtype, jnp.integer)
-                                  or jnp.issubdtype(dtype, jnp.floating))
+    if isinstance(p, (bool, np.bool_)):
+        real = False
+    elif isinstance(p, numbers.Real):
+        real = True
+    else:  # NumPy and JAX scalars and 0-d arrays
+        dtype = None if isinstance(p, (str, bytes)) or np.ndim(p) != 0 else np.asarray(p).dtype
+        real = dtype is not None and (jnp.issubdtype(dtype, jnp.integer)
+                                      or jnp.issubdtype(dtype, jnp.floating))
     if not real or not 0.0 < float(p) <= 1.0:
         raise ValueError(f"{name}: expected a number in (0, 1], got {p!r}")
     return float(p)
