@@ -177,11 +177,11 @@ def run_experiment(name, args):
         config=config.to_dict(),
         sizes=dict(train=data.train.num_examples, validation=data.validation.num_examples,
                    test=data.test.num_examples),
-        test_acc=test.accuracy if test else None, test_loss=test.loss if test else None,
+        test_acc=test["test_acc"] if test else None, test_loss=test["test_loss"] if test else None,
         val_acc=[row["val_acc"] for row in history],
         fit_seconds=round(seconds, 2), epoch_seconds=epoch_seconds,
         seconds_per_epoch=round(statistics.median(epoch_seconds), 2) if history else None,
-        verdict="PASS" if test and test.accuracy >= target else "FAIL", error=error,
+        verdict="PASS" if test and test["test_acc"] >= target else "FAIL", error=error,
         command=command(name, args), run_dir=str(out), machine=machine(),
         finished=time.strftime("%Y-%m-%d %H:%M:%S"),
     )

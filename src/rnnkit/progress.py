@@ -1,6 +1,7 @@
 """How a run reports itself: the book's epoch line, a progress bar, and the run folder's metrics.
 
-``metrics.jsonl`` and ``metrics.csv`` hold one row per epoch (``METRIC_FIELDS``); both are
+``metrics.jsonl`` and ``metrics.csv`` hold one row per epoch (``METRIC_FIELDS`` for the
+classifier, ``row_fields(task)`` for any task); both are
 rewritten whole, atomically, after every epoch, so a reader never sees half a row and a resumed
 run simply rewrites them from the rows kept up to its checkpoint.
 
@@ -24,6 +25,13 @@ from rnnkit.atomic import atomic_write
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "train_loss_mean", "train_acc_mean",
                  "val_loss", "val_acc", "seconds")
+
+
+def row_fields(task):
+    """The keys of a task's metrics row: the epoch, ``train_<m>`` then ``train_<m>_mean`` for
+    each of ``task.metrics``, the task's ``validation_fields``, the epoch's seconds."""
+    return ("epoch", *(f"train_{m}" for m in task.metrics),
+            *(f"train_{m}_mean" for m in task.metrics), *task.validation_fields, "seconds")
 
 
 def epoch_line(row):
@@ -55,16 +63,16 @@ def _finite_or_null(value):
     return value
 
 
-def write_metrics(folder, rows):
-    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` in ``folder`` with ``rows``; a NaN or
-    infinite value is ``null`` in the one and an empty field in the other."""
+def write_metrics(folder, rows, fields=METRIC_FIELDS):
+    """Rewrites ``metrics.jsonl`` and ``metrics.csv`` in ``folder`` with the ``fields`` of
+    ``rows``; a NaN or infinite value is ``null`` in the one and an empty field in the other."""
     folder = Path(folder)
-    rows = [_finite_or_null({k: row[k] for k in METRIC_FIELDS}) for row in rows]
+    rows = [_finite_or_null({k: row[k] for k in fields}) for row in rows]
     lines = "".join(_strict_json(row) + "\n" for row in rows)
     with atomic_write(folder / "metrics.jsonl") as out:
         out.write(lines.encode())
     table = io.StringIO()
-    writer = csv.DictWriter(table, METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(table, fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     with atomic_write(folder / "metrics.csv") as out:
@@ -75,7 +83,7 @@ class MetricsError(ValueError):
     """``metrics.jsonl`` cannot be read back; the message names the file and the line."""
 
 
-def read_metrics(folder, *, up_to_epoch):
+def read_metrics(folder, *, up_to_epoch, fields=METRIC_FIELDS):
     """The rows of ``folder/metrics.jsonl`` for epochs ``1..up_to_epoch``, one for each; a
     ``null`` value is NaN.
 
@@ -85,7 +93,7 @@ def read_metrics(folder, *, up_to_epoch):
     """
     path = Path(folder) / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    rows = [_metrics_row(path, number, line)
+    rows = [_metrics_row(path, number, line, fields)
             for number, line in enumerate(lines, 1) if line.strip()]
     kept = [row for row in rows if row["epoch"] <= up_to_epoch]
     epochs = [row["epoch"] for row in kept]
@@ -95,15 +103,15 @@ def read_metrics(folder, *, up_to_epoch):
     return kept
 
 
-def _metrics_row(path, number, line):
+def _metrics_row(path, number, line, fields):
     try:
         row = json.loads(line)
     except ValueError as e:
         raise MetricsError(f"{path}, line {number}: not JSON ({e})") from e
-    if (not isinstance(row, dict) or set(METRIC_FIELDS) - row.keys()
+    if (not isinstance(row, dict) or set(fields) - row.keys()
             or isinstance(row["epoch"], bool) or not isinstance(row["epoch"], int)):
         raise MetricsError(f"{path}, line {number}: expected an object with an integer epoch "
-                           f"and {', '.join(METRIC_FIELDS[1:])}, got {line[:60]!r}")
+                           f"and {', '.join(fields[1:])}, got {line[:60]!r}")
     return {key: math.nan if value is None else value for key, value in row.items()}
 
 

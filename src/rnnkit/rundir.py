@@ -20,9 +20,10 @@ import tempfile
 from pathlib import Path
 
 from rnnkit.checkpoint import CheckpointError, checkpoints, load_checkpoint, read_sidecar
-from rnnkit.config import ConfigError, TrainConfig
-from rnnkit.datasets import EMBEDDED, DatasetError
+from rnnkit.config import ConfigError
+from rnnkit.datasets import EMBEDDED, DatasetError, describe_source
 from rnnkit.progress import METRIC_FIELDS, read_metrics, write_json
+from rnnkit.tasks import task_of
 
 MARKER = ".rnnkit-run"
 LOCK = ".lock"
@@ -183,16 +184,26 @@ def write_run_files(out_dir, config, data_source):
 
 
 def read_run_config(run_dir):
-    """The ``TrainConfig`` in ``run_dir/config.json``."""
+    """The configuration in ``run_dir/config.json``, of its task's class (``TrainConfig`` for
+    the classifier; a run from before tasks is one)."""
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text())).validate()
+        return config_from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
         raise ConfigError("config", f"{path} is not valid JSON ({e})") from e
     except ConfigError as e:
         raise ConfigError("config", f"{path}: {e}") from e
+
+
+def config_from_dict(values):
+    """A saved configuration, as its task's config class, validated."""
+    try:
+        task = task_of(values)
+    except ValueError as e:
+        raise ConfigError("task", str(e).removeprefix("task: ")) from e
+    return task.config_class.from_dict(values).validate()
 
 
 def read_data_source(run_dir):
@@ -208,10 +219,6 @@ def read_data_source(run_dir):
         raise DatasetError(f"{path}: expected {{\"source\": \"{EMBEDDED}\" or a folder}}, "
                            f"got {str(recorded)[:60]!r}")
     return recorded["source"]
-
-
-def describe_source(source):
-    return "the embedded MNIST subset" if source == EMBEDDED else str(source)
 
 
 def restore(run_dir, init_state, *, log):
@@ -252,7 +259,7 @@ def _load(path, init_state):
         raise CheckpointError(f"{path}: the checkpoint sidecar has no \"config\" entry, so the "
                               f"model cannot be rebuilt")
     try:
-        config = TrainConfig.from_dict(sidecar["config"]).validate()
+        config = config_from_dict(sidecar["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: the sidecar's config is not valid ({e})") from e
     state, _ = load_checkpoint(path, init_state(config))
@@ -282,7 +289,7 @@ def check_data_source(recorded, given, run_dir):
                           f"resume it on the data it was trained on")
 
 
-def read_history(run_dir, done, *, log):
+def read_history(run_dir, done, *, fields=METRIC_FIELDS, log):
     """The metrics rows of epochs ``1..done`` for a resumed run.
 
     Without ``metrics.jsonl`` the run goes on from its checkpoint all the same: the rows of the
@@ -291,7 +298,7 @@ def read_history(run_dir, done, *, log):
     """
     path = Path(run_dir) / "metrics.jsonl"
     if path.exists():
-        return read_metrics(run_dir, up_to_epoch=done)
+        return read_metrics(run_dir, up_to_epoch=done, fields=fields)
     log(f"{path} is missing: resuming from the checkpoint all the same; the metrics of epochs "
         f"1 to {done} are lost (their rows hold only the epoch)")
-    return [dict.fromkeys(METRIC_FIELDS, None) | {"epoch": epoch} for epoch in range(1, done + 1)]
+    return [dict.fromkeys(fields, None) | {"epoch": epoch} for epoch in range(1, done + 1)]

