@@ -231,7 +231,7 @@ def test_inputs_that_are_not_arrays_of_numbers(unroll, bad, fragments):
             UNROLLS[unroll](bad)
 
 
-# ---- the initial state's dtype --------------------------------------------------------------------
+# ---- the initial state's dtype -------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_])
 @pytest.mark.parametrize("unroll", UNROLLS)
@@ -251,7 +251,7 @@ def test_initial_state_of_another_float_dtype_is_cast_to_the_weights_dtype(unrol
     jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
-# ---- cells of mixed dtypes ------------------------------------------------------------------------
+# ---- cells of mixed dtypes -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("unroll", UNROLLS)
 def test_cells_with_weights_of_two_dtypes_are_refused(unroll):
@@ -272,7 +272,7 @@ def test_a_stack_of_layers_of_two_dtypes_is_refused():
         rnnkit.dynamic_rnn(stack, X)
 
 
-# ---- bidirectional: which cell ---------------------------------------------------------------------
+# ---- bidirectional: which cell -------------------------------------------------------------------
 
 @pytest.mark.parametrize("which", ["cell_fw", "cell_bw"])
 def test_bidirectional_names_the_cell_whose_input_size_differs(which):
@@ -282,7 +282,7 @@ def test_bidirectional_names_the_cell_whose_input_size_differs(which):
         rnnkit.bidirectional_dynamic_rnn(*cells, X)
 
 
-# ---- keep probabilities: any concrete real number ---------------------------------------------------
+# ---- keep probabilities: any concrete real number ------------------------------------------------
 
 @pytest.mark.parametrize("value", [jnp.float32(0.5), jnp.array(0.5), np.array(0.5), jnp.int32(1),
                                    np.float16(0.25), jnp.bfloat16(0.5), fractions.Fraction(1, 2)])

@@ -97,7 +97,8 @@ def ref_run(unroll, cells, xs, states, lengths):
 
 
 def zero_state(cell, batch_size):
-    return jax.tree.map(lambda z: np.zeros(z.shape), jax.eval_shape(lambda: cell.zero_state(batch_size)))
+    shapes = jax.eval_shape(lambda: cell.zero_state(batch_size))  # traced, not computed
+    return jax.tree.map(lambda z: np.zeros(z.shape), shapes)
 
 
 def loss_of(results, weights):
@@ -122,7 +123,7 @@ def central_differences(f, tree, eps=1e-6):
     return jax.tree.unflatten(treedef, grads)
 
 
-# ---- rnnkit, one compiled program per shape --------------------------------------------------------
+# ---- rnnkit, one compiled program per shape ------------------------------------------------------
 
 def rk_run(unroll, cells, xs, states, lengths, bptt):
     if unroll == "static":
@@ -150,7 +151,7 @@ def rk_results_and_grads(cells, xs, states, lengths, weights, *, unroll, bptt):
     return results, grads
 
 
-# ---- random problems ------------------------------------------------------------------------------
+# ---- random problems -----------------------------------------------------------------------------
 
 def make_cell(kind, input_size, units, rng):
     """A cell of ``kind`` whose weights (biases and peepholes too) are all random float64 NumPy

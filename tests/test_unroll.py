@@ -307,7 +307,7 @@ def test_jitted_dynamic_rnn_compiles_once_for_the_same_shapes():
     assert not np.allclose(first[0], second[0])
 
 
-# ---- dtypes: an unroll computes in the weights' dtype ----------------------------------------------
+# ---- dtypes: an unroll computes in the weights' dtype --------------------------------------------
 
 DTYPE_CELLS = [name for name in CELLS if name != "output_projection"]
 # (inputs' dtype, weights' dtype), for every cell: weights of each floating dtype, inputs of
