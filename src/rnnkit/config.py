@@ -238,3 +238,30 @@ class TimeSeriesConfig(RunConfig):
         if self.stateful:  # one device: the carried states are per sequence
             return self.replace(devices=1)
         return super().with_devices(available)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReberConfig(RunConfig):
+    """The chapter's exercise: embedded Reber strings against near-misses, read by a 30-unit
+    GRU (the book's), one logit; Adam instead of the book's Nesterov momentum."""
+
+    task: str = _task_field("reber")
+    cell: str = _field("gru", "memory cell: BasicRNNCell, LSTMCell or GRUCell", choices=CELLS)
+    units: int = _field(30, "neurons per layer", minimum=1)
+    layers: int = _field(1, "stacked layers (a MultiRNNCell when above 1)", minimum=1)
+    activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    epochs: int = _field(10, "passes over the training strings", minimum=1)
+    batch_size: int = _field(50, "strings per training step", minimum=1)
+    lr: float = _field(0.005, "Adam learning rate")
+    seed: int = _field(42, "seed of the weights, the batch shuffling and the training strings "
+                       "(validation: seed + 1, test: seed + 2)", minimum=0)
+    train_size: int = _field(10000, "training strings, half valid, half near-misses",
+                             minimum=1)
+    validation_size: int = _field(5000, "validation strings (drawn from seed + 1)", minimum=1)
+    test_size: int = _field(5000, "test strings (drawn from seed + 2)", minimum=1)
+    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
+                             "default: runs/<timestamp>")
+    bptt: str = _field("auto", "how gradients flow back through time (see rnnkit train "
+                       "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
+    devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
+                          "batch evenly with at least 16 examples each", minimum=0)

@@ -6,9 +6,10 @@ one. A task of your own trains with ``rnnkit.train.fit(config, data, task=MyTask
 
 from rnnkit.tasks.base import Task
 from rnnkit.tasks.mnist import MnistTask
+from rnnkit.tasks.reber import ReberTask
 from rnnkit.tasks.timeseries import TimeSeriesTask
 
-TASKS = {task.name: task for task in (MnistTask(), TimeSeriesTask())}
+TASKS = {task.name: task for task in (MnistTask(), TimeSeriesTask(), ReberTask())}
 DEFAULT = "mnist"
 
 
