@@ -134,6 +134,9 @@ class TrainConfig(RunConfig):
     units: int = _field(150, "neurons per layer (the book's n_neurons)", minimum=1)
     layers: int = _field(1, "stacked layers (a MultiRNNCell when above 1)", minimum=1)
     activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    concat_states: bool = _field(False, "the dense layer reads the final states of all layers "
+                                 "side by side (the book's deep RNN; an LSTM's hidden states "
+                                 "h), not only the top layer's")
     epochs: int = _field(10, "passes over the training set (the book's n_epochs)", minimum=1)
     batch_size: int = _field(150, "examples per training step", minimum=1)
     lr: float = _field(0.001, "Adam learning rate")

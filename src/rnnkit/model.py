@@ -7,7 +7,9 @@ What it computes, as in the book's MNIST example::
     logits = dense(top_hidden(states))              # [B, 10]
 
 ``top_hidden`` is the top layer's state: ``h`` of an ``LSTMStateTuple``, the last layer's state
-of a ``MultiRNNCell``.
+of a ``MultiRNNCell``. With ``concat_states`` the dense layer reads ``all_hidden(states)``
+instead, every layer's final state side by side (the book's deep RNN: ``tf.concat(axis=1,
+values=states)``).
 """
 
 import jax
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnkit.cells import BasicRNNCell, Dense, GRUCell, LSTMCell, LSTMStateTuple
-from rnnkit.pytree import pytree_dataclass, set_fields
+from rnnkit.pytree import pytree_dataclass, set_fields, static_field
 from rnnkit.unroll import dynamic_rnn
 from rnnkit.wrappers import MultiRNNCell
 
@@ -26,17 +28,23 @@ N_STEPS, N_INPUTS, N_OUTPUTS = 28, 28, 10  # MNIST: 28 rows of 28 pixels, 10 cla
 class SequenceClassifier:
     """Any cell unrolled with ``dynamic_rnn``, then ``Dense`` on the final state -> logits.
 
-    The number of steps is ``images.shape[-1] // cell.input_size`` (28 for MNIST).
+    The number of steps is ``images.shape[-1] // cell.input_size`` (28 for MNIST). The dense
+    layer reads the top layer's hidden state, or with ``concat_states`` every layer's
+    (``all_hidden``).
     """
 
     cell: object
     dense: Dense
+    concat_states: bool = static_field(default=False)
 
-    def __init__(self, cell, dense):
-        if dense.input_size != cell.output_size:
-            raise ValueError(f"dense: expected input_size == the cell's output_size "
-                             f"{cell.output_size}, got {dense.input_size}")
-        set_fields(self, cell=cell, dense=dense)
+    def __init__(self, cell, dense, *, concat_states=False):
+        read = all_hidden if concat_states else top_hidden
+        size = jax.eval_shape(lambda: read(cell.zero_state(1))).shape[-1]
+        if dense.input_size != size:
+            what = "every layer's hidden size summed" if concat_states else "its output_size"
+            raise ValueError(f"dense: expected input_size == the cell's {what}, {size}, got "
+                             f"{dense.input_size}")
+        set_fields(self, cell=cell, dense=dense, concat_states=bool(concat_states))
 
     def __call__(self, images, *, key=None, bptt="auto"):
         """``images [B, T*I]`` (or ``[B, T, I]``) -> logits ``[B, classes]``.
@@ -50,7 +58,8 @@ class SequenceClassifier:
                              f"got shape {images.shape}")
         x = images.reshape(images.shape[0], -1, n_inputs)  # [B, T, I]
         _, state = dynamic_rnn(self.cell, x, key=key, bptt=bptt)
-        return self.dense(top_hidden(state))  # [B, classes]
+        features = all_hidden(state) if self.concat_states else top_hidden(state)  # [B, F]
+        return self.dense(features)  # [B, classes]
 
 
 def top_hidden(state):
@@ -60,6 +69,13 @@ def top_hidden(state):
     if isinstance(state, tuple):  # MultiRNNCell: one state per layer
         return top_hidden(state[-1])
     return state
+
+
+def all_hidden(state):
+    """Every layer's hidden state (``h`` of an LSTM), concatenated: ``[B, H_1 + ... + H_L]``."""
+    if isinstance(state, tuple) and not isinstance(state, LSTMStateTuple):
+        return jnp.concatenate([all_hidden(layer) for layer in state], axis=-1)
+    return top_hidden(state)
 
 
 def build_cell(kind, input_size, num_units, *, activation="tanh", key):
@@ -80,7 +96,9 @@ def build_model(config, *, key):
     cells = [build_cell(config.cell, n_in, config.units, activation=config.activation, key=k)
              for n_in, k in zip(sizes, cell_keys)]
     cell = cells[0] if len(cells) == 1 else MultiRNNCell(cells)
-    return SequenceClassifier(cell, Dense(config.units, N_OUTPUTS, key=dense_key))
+    features = config.units * (config.layers if config.concat_states else 1)
+    return SequenceClassifier(cell, Dense(features, N_OUTPUTS, key=dense_key),
+                              concat_states=config.concat_states)
 
 
 def per_example(model, images, labels, *, key=None, bptt="auto"):
