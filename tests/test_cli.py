@@ -26,7 +26,7 @@ from rnnkit.tasks import mnist as mnist_task
 from rnnkit.config import TrainConfig
 from rnnkit.datasets import write_idx
 from rnnkit.model import SequenceClassifier
-from test_rundir import held_by_another_process
+from support import held_by_another_process
 
 TINY_FLAGS = ["--units", "8", "--batch-size", "10", "--validation-size", "20", "--epochs", "2"]
 

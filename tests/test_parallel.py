@@ -20,7 +20,7 @@ from rnnkit import steps as steps_module
 from rnnkit import train as train_module
 from rnnkit.steps import make_steps, place_data
 from rnnkit.train import init_state, make_optimizer, make_train_step
-from test_train import TINY, assert_same_metrics_up_to_rounding, quiet_fit, tiny_datasets
+from support import TINY, assert_same_metrics_up_to_rounding, quiet_fit, tiny_datasets
 
 TWO = jax.devices()[:2]
 

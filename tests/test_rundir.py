@@ -1,12 +1,9 @@
 """The run folder's rules: one process at a time (an OS lock that dies with its process), new
 runs only into new, empty or rnnkit-marked folders, and a resume without metrics.jsonl."""
 
-import contextlib
 import errno
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -14,27 +11,9 @@ import pytest
 from rnnkit import rundir
 from rnnkit.config import ConfigError
 from rnnkit.rundir import RunFolderError, check_new, hold, read_history
-
-HOLDER = """import sys
-from rnnkit.rundir import hold
-with hold(sys.argv[1]):
-    print("held", flush=True)
-    sys.stdin.read()
-"""
+from support import held_by_another_process
 
 
-@contextlib.contextmanager
-def held_by_another_process(folder):
-    """Yields the pid of a Python process that holds ``folder`` until the block ends."""
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert process.stdout.readline() == "held\n"
-        yield process
-    finally:
-        if process.poll() is None:
-            process.stdin.close()
-        process.wait(timeout=60)
 
 
 def test_a_run_folder_is_held_by_one_process_and_freed_when_it_is_killed(tmp_path):

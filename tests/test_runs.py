@@ -19,7 +19,7 @@ from rnnkit.config import TrainConfig
 from rnnkit.runs import COLUMNS, list_runs
 from rnnkit.progress import METRIC_FIELDS
 from rnnkit.tensorboard import EVENT_FILE, tag, write_events
-from test_train import TINY, quiet_fit
+from support import TINY, quiet_fit
 
 # The classifier's TensorBoard tags and the metrics row fields they come from.
 SCALARS = {tag(field): field for field in METRIC_FIELDS if field not in ("epoch", "seconds")}

@@ -121,9 +121,9 @@ def test_the_loop_each_model_runs_on():
     assert choose_loop(wrapper.cell, dtype=f32, gpu=False) == (Loop.AUTODIFF,)
     with pytest.raises(ValueError, match="bptt: 'explicit' supports"):
         choose_loop(wrapper.cell, dtype=f32, mode="explicit", gpu=False)
-    # Dropout is active only with a key (training), and then runs on autodiff.
+    # Dropout is active only with a key (training); input dropout keeps the explicit BPTT.
     assert choose_loop(deep.rnn, dtype=f32, gpu=False) == (Loop.EXPLICIT,) * 3
-    assert choose_loop(deep.rnn, dtype=f32, dropout=True, gpu=False) == (Loop.AUTODIFF,)
+    assert choose_loop(deep.rnn, dtype=f32, dropout=True, gpu=False) == (Loop.EXPLICIT,) * 3
 
 
 def test_build_regressor_deep_dropout_acts_only_with_a_key():

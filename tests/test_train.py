@@ -18,42 +18,11 @@ from rnnkit.model import build_model, loss_and_accuracy, top_hidden
 from rnnkit.progress import MetricsError
 from rnnkit.train import TrainingDiverged, fit, init_state, make_optimizer, make_train_step
 from rnnkit.tasks import mnist as mnist_task
+from support import TINY, assert_same_metrics_up_to_rounding, metric_values, quiet_fit
+from support import tiny_datasets
 
-# One device: the data-parallel runs are test_parallel.py's (two devices cost a few seconds more
-# per run on two cores).
-TINY = TrainConfig(units=8, batch_size=10, epochs=2, validation_size=20, devices=1)
 RUN_FILES = {"config.json", "metrics.jsonl", "metrics.csv", "learning_curves.png", "final.json",
              "checkpoints"}
-
-
-def tiny_datasets(seed=0, num_train=60, num_eval=20):
-    """Noise images where a bright row at 2*label+3 tells the class: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        labels = rng.integers(0, 10, n)
-        images = rng.random((n, 28, 28), np.float32) * 0.2
-        images[np.arange(n), 2 * labels + 3, :] = 1.0
-        return DataSet(images, labels)
-
-    return Datasets(split(num_train), split(num_eval), split(num_eval))
-
-
-def metric_values(run_dir):
-    """metrics.jsonl without the timings, plus final.json."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        del row["seconds"]
-    return rows, json.loads((run_dir / "final.json").read_text())
-
-
-def quiet_fit(config, out_dir, *, datasets=None, resume=False, progress=False,
-              data_source=None):
-    """``fit`` on ``tiny_datasets()``; returns the result and the lines it logged."""
-    lines = []
-    result = fit(config, datasets or tiny_datasets(), out_dir=out_dir, resume=resume,
-                 data_source=data_source, log=lines.append, progress=progress)
-    return result, lines
 
 
 @pytest.fixture(scope="module")
@@ -200,21 +169,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(straight, tmp_path):
     assert metric_values(tmp_path / "other")[0][0] != metric_values(straight[0])[0][0]
 
 
-def assert_same_metrics_up_to_rounding(run_a, run_b, *, batch_size, num_eval=20):
-    """Losses within rtol 1e-4; accuracies within one example of the count they average."""
-    (rows_a, final_a), (rows_b, final_b) = metric_values(run_a), metric_values(run_b)
-    assert len(rows_a) == len(rows_b)
-    examples = dict(train_acc=batch_size, train_acc_mean=batch_size * 6, val_acc=num_eval,
-                    test_acc=num_eval)  # tiny_datasets: 6 batches an epoch, 20 eval examples
-    for a, b in zip(rows_a + [final_a], rows_b + [final_b], strict=True):
-        assert a.keys() == b.keys()
-        for name in a:
-            if "loss" in name:
-                np.testing.assert_allclose(a[name], b[name], rtol=1e-4, err_msg=name)
-            elif name in examples:
-                assert abs(a[name] - b[name]) * examples[name] <= 1 + 1e-6, name
-            else:
-                assert a[name] == b[name], name
+
 
 
 @pytest.mark.parametrize("cell", ["basic", "lstm", "gru"])

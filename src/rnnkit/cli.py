@@ -25,8 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from rnnkit.atomic import atomic_write
 from rnnkit.checkpoint import CheckpointError, latest_checkpoint
 from rnnkit.config import ConfigError
