@@ -1,5 +1,5 @@
 """notebooks/chapter14.ipynb: the saved copy carries its outputs, and the notebook runs top to
-bottom, with one training epoch, on the embedded digits."""
+bottom, with one training epoch on the embedded digits and 50 time-series iterations."""
 
 import re
 import sys
@@ -11,6 +11,12 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "chapter14.ipynb"
 EPOCH_LINE = re.compile(r"^(\d+)\tTraining loss: ([\d.]+)\tTraining acc: ([\d.]+)\t"
                         r"Validation loss: ([\d.]+)\tAccuracy: ([\d.]+)%$", re.MULTILINE)
+SERIES_LINE = re.compile(r"^(\d+) \tMSE: ([\d.]+)$", re.MULTILINE)  # the book's, every 100
+DROPOUT_LINE = re.compile(r"^(\d+) Training MSE: ([\d.]+)$", re.MULTILINE)
+INSTANCE_MSE = re.compile(r"^MSE on the test instance: ([\d.]+)$", re.MULTILINE)
+# the learning curves, the test digits, the series, the prediction, the generated sequences, and
+# the deep RNN's prediction
+FIGURES = 6
 
 
 def stream(nb, name="stdout"):
@@ -34,12 +40,19 @@ def parameters_index(nb):
 def test_saved_notebook_holds_a_full_run():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
-    assert "n_epochs = 10" in nb.cells[parameters_index(nb)].source
+    parameters = nb.cells[parameters_index(nb)].source
+    assert "n_epochs = 10" in parameters and "n_iterations = 1500" in parameters
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
     assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
-    assert [int(m[0]) for m in EPOCH_LINE.findall(stream(nb))] == list(range(1, 11))
-    assert len(images(nb)) >= 2  # the learning curves and the test digits
+    printed = stream(nb)
+    assert [int(m[0]) for m in EPOCH_LINE.findall(printed)] == list(range(1, 11))
+    series = SERIES_LINE.findall(printed)
+    assert [int(m[0]) for m in series] == list(range(0, 1500, 100))
+    assert float(series[-1][1]) < 0.1  # the book's: 0.043 at 1400
+    assert float(INSTANCE_MSE.search(printed)[1]) < 0.5
+    assert [int(m[0]) for m in DROPOUT_LINE.findall(printed)] == list(range(0, 1500, 100))
+    assert len(images(nb)) == FIGURES
     assert NOTEBOOK.stat().st_size < 1_000_000
 
 
@@ -50,7 +63,7 @@ def test_notebook_runs_on_the_embedded_digits(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # papermill's convention: the overrides go in a cell right after the parameters cell.
-    injected = nbformat.v4.new_code_cell("n_epochs = 1")
+    injected = nbformat.v4.new_code_cell("n_epochs = 1\nn_iterations = 50")
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(parameters_index(nb) + 1, injected)
     nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.prefix)"))
@@ -68,4 +81,9 @@ def test_notebook_runs_on_the_embedded_digits(tmp_path, monkeypatch):
     assert epoch == "1" and float(val_loss) < 1.5 and float(val_accuracy) > 50  # chance: 10%
     test_accuracy = float(re.search(r"Test accuracy: ([\d.]+)%", printed)[1])
     assert test_accuracy > 50
-    assert len(images(nb)) == 2
+    (iteration, value), = SERIES_LINE.findall(printed)  # 50 iterations: only iteration 0's line
+    assert iteration == "0" and float(value) < 100
+    assert float(INSTANCE_MSE.search(printed)[1]) < 100
+    (iteration, value), = DROPOUT_LINE.findall(printed)
+    assert iteration == "0" and float(value) < 100
+    assert len(images(nb)) == FIGURES
