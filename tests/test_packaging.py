@@ -77,7 +77,7 @@ def test_version_and_help_from_the_installed_wheel(venv):
 
 
 def test_readme_tour_runs_on_the_installed_wheel(venv):
-    """The README's first Python block (the short tour) runs as it is written."""
+    """The README's first Python block (your own model) runs as it is written."""
     tour = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     run(venv / "bin" / "python", "-c", tour)
 
