@@ -8,8 +8,9 @@ What a data-parallel step computes, for ``d`` devices and a batch of ``B`` examp
 
 Gradients of a batch-mean loss averaged over equal slices are the gradients of the whole batch,
 up to float rounding. It is JAX's own engine (``jax.shard_map`` over a ``Mesh``), so the same
-code splits a batch across the cores of a CPU or the GPUs of a machine (several machines are
-JAX's multi-host setup, which rnnkit has not been run on).
+code splits a batch across the cores of a CPU, the GPUs of a machine, or the devices of several
+processes (``rnnkit.distributed``): each process places only its own devices' slices
+(``put``), and XLA's all-reduce spans every process.
 
 On a CPU, XLA keeps one device's computation mostly on one core: the small matmuls and the gate
 arithmetic of an RNN step use the other cores little. JAX shows one CPU device unless told
@@ -66,34 +67,61 @@ MIN_EXAMPLES_PER_DEVICE = 16
 
 def batch_devices(batch_size, devices=None, *, min_examples=MIN_EXAMPLES_PER_DEVICE):
     """The devices a batch of ``batch_size`` examples is split across by default: the first
-    ``d`` of ``devices`` (default: ``jax.devices()``), ``d`` the largest count that divides
-    ``batch_size`` evenly and leaves each device at least ``min_examples`` (else one device)."""
-    devices = jax.devices() if devices is None else list(devices)
-    counts = [d for d in range(2, len(devices) + 1)
-              if batch_size % d == 0 and batch_size // d >= min_examples]
-    return devices[:max(counts, default=1)]
+    ``k`` of each process's ``devices`` (default: ``jax.devices()``), ``k`` the largest count
+    for which the ``k * processes`` devices divide ``batch_size`` evenly and leave each at least
+    ``min_examples`` (else ``k = 1``: one device in one process)."""
+    groups = _by_process(jax.devices() if devices is None else devices)
+    counts = [k for k in range(1, min(map(len, groups)) + 1)
+              if batch_size % (k * len(groups)) == 0
+              and batch_size // (k * len(groups)) >= min_examples]
+    return take_devices(devices if devices is not None else jax.devices(),
+                        max(counts, default=1) * len(groups))
+
+
+def take_devices(devices, count):
+    """``count`` of ``devices``: the first ``count / processes`` of each process's, in order (a
+    process that feeds a batch takes an equal share of it)."""
+    groups = _by_process(devices)
+    return [device for group in groups for device in group[:count // len(groups)]]
 
 
 def resolve_device_count(requested, batch_size, available):
     """The number of devices a batch of ``batch_size`` is split across: ``requested``, or for 0
-    the default of ``batch_devices``.
+    the default of ``batch_devices``; with several processes, a multiple of their number.
 
     Raises:
-      ValueError: more devices asked for than ``available``, or a count that does not divide
-        ``batch_size``.
+      ValueError: more devices asked for than ``available``, a count that is not a multiple of
+        the processes', or a (global) batch that the count does not divide.
     """
-    if requested == 0:
-        return len(batch_devices(batch_size, available))
-    if requested > len(available):
-        hint = (" (rnnkit train gives JAX one CPU device per core; from Python, call "
-                "rnnkit.parallel.use_cpu_cores() before any JAX computation)"
-                if available[0].platform == "cpu" else "")
+    processes = len(_by_process(available))
+    count = requested or len(batch_devices(batch_size, available))
+    many = f" of the {processes} processes" if processes > 1 else ""
+    if count > len(available):
+        hint = ("; rnnkit train gives JAX one CPU device per core unless --cpu-devices, "
+                "JAX_NUM_CPU_DEVICES or XLA_FLAGS=--xla_force_host_platform_device_count=N say "
+                "otherwise (from Python, call rnnkit.parallel.use_cpu_cores(N) before any JAX "
+                "computation)" if available[0].platform == "cpu" else "")
         raise ValueError(f"devices: expected at most the {len(available)} "
-                         f"{available[0].platform} devices JAX sees, got {requested}{hint}")
-    if batch_size % requested:
+                         f"{available[0].platform} devices{many or ' JAX sees'}, got "
+                         f"{requested}{hint}")
+    if count % processes:
+        raise ValueError(f"devices: expected a multiple of the {processes} processes (each feeds "
+                         f"an equal share of every batch), got {count}")
+    if batch_size % count and requested:
         raise ValueError(f"devices: expected a count that divides batch_size {batch_size} "
-                         f"evenly, got {requested}")
-    return requested
+                         f"evenly, got {count}")
+    if batch_size % count:
+        raise ValueError(f"batch_size: expected a multiple of the {processes} processes (each "
+                         f"feeds an equal share of every global batch), got {batch_size}")
+    return count
+
+
+def _by_process(devices):
+    """``devices`` grouped by the process that drives them, in process order."""
+    groups = {}
+    for device in devices:
+        groups.setdefault(getattr(device, "process_index", 0), []).append(device)
+    return [groups[p] for p in sorted(groups)]
 
 
 def batch_sharding(devices):
@@ -167,6 +195,32 @@ def bounded_queue(step, depth=2):
         return out
 
     return call
+
+
+def put(tree, sharding):
+    """``tree``'s host arrays, the same in every process, as arrays of ``sharding``: each
+    process copies only the parts its own devices hold (``jax.make_array_from_callback``), so
+    that several processes feed a batch without sending it to one another."""
+    if sharding.is_fully_addressable:  # one process
+        return jax.device_put(tree, sharding)
+
+    def one(array):
+        array = np.asarray(array)
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    return jax.tree.map(one, tree)
+
+
+def local_copy(tree):
+    """``tree`` with each array that spans other processes' devices replaced by this process's
+    copy on one device: for a replicated train state, the same values, which one process can
+    then evaluate or save without the others."""
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf.addressable_data(0)
+        return leaf
+
+    return jax.tree.map(one, tree)
 
 
 def _mesh(devices):

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rnnkit import speed
 from rnnkit.model import loss_and_accuracy
-from rnnkit.parallel import AXIS, batch_sharding, bounded_queue, data_parallel
+from rnnkit.parallel import AXIS, batch_sharding, bounded_queue, data_parallel, put
 from rnnkit.progress import step_bar
 
 # Train steps per jitted call in fit: the host dispatches once per STEPS_PER_CALL steps.
@@ -121,7 +121,7 @@ def _placed(array, sharding):
     placed array costs host time in every call), else copied there."""
     if isinstance(array, jax.Array) and array.sharding == sharding:
         return array
-    return jax.device_put(array, sharding)
+    return put(array, sharding)
 
 
 def make_steps(optimizer, *, bptt="auto", devices=None, loss=classifier_loss):
@@ -160,7 +160,7 @@ def make_steps(optimizer, *, bptt="auto", devices=None, loss=classifier_loss):
         return lambda state, *rest: jitted(state)(state, *rest)
     split_rows = NamedSharding(batch_sharding(devices).mesh, PartitionSpec(None, AXIS))
     return bounded_queue(lambda state, sums, first_bad, arrays, index: jitted(state)(
-        state, sums, first_bad, arrays, jax.device_put(index, split_rows)))
+        state, sums, first_bad, arrays, put(index, split_rows)))
 
 
 def place_data(arrays, devices):
@@ -171,7 +171,7 @@ def place_data(arrays, devices):
     arrays = tuple(np.asarray(a) for a in arrays)
     if not _splits(devices):
         return jax.device_put(arrays, devices[0] if devices else None)
-    return jax.device_put(arrays, NamedSharding(batch_sharding(devices).mesh, PartitionSpec()))
+    return put(arrays, NamedSharding(batch_sharding(devices).mesh, PartitionSpec()))
 
 
 def epoch_batches(seed, epoch, num_examples, batch_size):
