@@ -25,10 +25,14 @@ import threading
 import time
 from pathlib import Path
 
+from jax.errors import JaxRuntimeError
+
+from rnnkit import distributed
 from rnnkit.atomic import atomic_write
 from rnnkit.checkpoint import CheckpointError, latest_checkpoint
 from rnnkit.config import ConfigError
 from rnnkit.datasets import DatasetError
+from rnnkit.distributed import DistributedError, ProcessLost
 from rnnkit.parallel import use_cpu_cores
 from rnnkit.progress import MetricsError
 from rnnkit.rundir import RunFolderError, hold
@@ -95,6 +99,7 @@ def build_parser(task=DEFAULT):
                        "config.json, on the data it was trained on (RUN/data.json); "
                        "of the other flags only --epochs (to extend the run), --data-dir (the "
                        "same data, moved), --download and --devices may differ from it")
+    _add_launch_flags(train)
     train.set_defaults(handler=_train)
     tasks = commands.add_parser("tasks", help="list the tasks rnnkit train --task can train")
     tasks.set_defaults(handler=_tasks)
@@ -140,8 +145,33 @@ def _add_data_flags(parser):
     parser.add_argument("--download", action="store_true", help="download missing data")
 
 
+def _add_launch_flags(parser):
+    """How this process runs: its CPU devices and its place in a run of several processes
+    (not part of the run's configuration: a run may resume with others)."""
+    parser.add_argument("--cpu-devices", type=int, metavar="N", help="CPU devices JAX gives "
+                        "this process (default: JAX_NUM_CPU_DEVICES or XLA_FLAGS' "
+                        "--xla_force_host_platform_device_count if set, else one per core)")
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="train in several "
+                        "processes (docs/parallel.md): process 0's address, where it runs the "
+                        "coordinator; every process gets the same")
+    parser.add_argument("--num-processes", type=int, metavar="N", help="the processes of the "
+                        "run, with --coordinator")
+    parser.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 "
+                        "to N-1, with --coordinator; process 0 writes the run folder")
+    parser.add_argument("--distributed-timeout", type=float, default=60, metavar="S",
+                        help="seconds to wait for every process to join, and for one that "
+                        "falls silent before the others stop (default: 60)")
+
+
 def main(argv=None):
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    status = _run(argv)
+    if status:  # a process that stops a distributed run early takes the others with it
+        distributed.leave(status)
+    return status
+
+
+def _run(argv):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         args = build_parser(_task_in(argv)).parse_args(argv)
@@ -153,9 +183,9 @@ def main(argv=None):
     except ConfigError as e:
         flag = "--" + e.field.replace("_", "-") if e.field in _CONFIG_FIELDS else e.field
         return _fail(f"{flag}: {e.detail}", 2)
-    except (CheckpointError, DatasetError, MetricsError, RunFolderError) as e:
+    except (CheckpointError, DatasetError, DistributedError, MetricsError, RunFolderError) as e:
         return _fail(e, 2)
-    except TrainingDiverged as e:
+    except (ProcessLost, TrainingDiverged) as e:
         return _fail(e, 1)
     except Interrupted as e:
         return _fail(e, 130)
@@ -206,8 +236,23 @@ def _task_in(argv):
     return DEFAULT
 
 
+def _start(args):
+    """Before JAX's first computation: this process's CPU devices (on a GPU, data parallelism
+    uses the GPUs), and its place in a run of several processes, if it is in one."""
+    if args.cpu_devices is not None:
+        if args.cpu_devices < 1:
+            raise UsageError(f"--cpu-devices: expected at least 1, got {args.cpu_devices}")
+        use_cpu_cores(args.cpu_devices)
+    elif not ("JAX_NUM_CPU_DEVICES" in os.environ or "--xla_force_host_platform_device_count"
+              in os.environ.get("XLA_FLAGS", "")):  # the user's count, else one per core
+        use_cpu_cores()
+    launch = (args.coordinator, args.num_processes, args.process_id)
+    if any(value is not None for value in launch) or distributed.detected():
+        distributed.initialize(*launch, timeout=args.distributed_timeout)
+
+
 def _train(args):
-    use_cpu_cores()  # before JAX's first computation; on a GPU, data parallelism uses the GPUs
+    _start(args)
     task = get_task(args.task)
     given = {name: value for name, value in vars(args).items()
              if name in _CONFIG_FIELDS and name != "task"}
@@ -225,15 +270,23 @@ def _train(args):
         config = saved.replace(**{"devices": 0, **given}).validate()
         out_dir, recorded = args.resume, read_data_source(args.resume)
     datasets, source = task.load_data(config, data_dir=given.get("data_dir"),
-                                      recorded=recorded, run=args.resume)
+                                      recorded=recorded, run=args.resume,
+                                      log=print if distributed.is_main() else _quiet)
     with _interrupts_at_safe_points() as interrupted:
         try:
             fit(config, datasets, out_dir=out_dir, resume=args.resume is not None,
                 data_source=source, stop=interrupted, task=task)
         except KeyboardInterrupt:
             raise Interrupted(_what_was_kept(out_dir)) from None
+        except JaxRuntimeError as e:  # of several processes, one is gone
+            raise distributed.lost(e, shlex.quote(str(out_dir))) or e from None
         if interrupted():  # during the test evaluation, after the last checkpoint
             raise Interrupted(_what_was_kept(out_dir))
+    distributed.finish()
+
+
+def _quiet(*args):
+    """A log that drops its lines: only process 0 of a distributed run prints."""
 
 
 @contextlib.contextmanager

@@ -107,15 +107,16 @@ class RunConfig:
         ``rnnkit.parallel.resolve_device_count``'s count.
 
         Raises:
-          ConfigError: more devices asked for than available, or a count that does not divide
-            ``batch_size``.
+          ConfigError: more devices asked for than available, a count that does not divide
+            ``batch_size``, or one that several processes cannot share evenly.
         """
         from rnnkit.parallel import resolve_device_count  # noqa: PLC0415 (jax stays out of here)
 
         try:
             count = resolve_device_count(self.devices, self.batch_size, available)
-        except ValueError as e:
-            raise ConfigError("devices", str(e).removeprefix("devices: ")) from e
+        except ValueError as e:  # "devices: ..." or "batch_size: ..."
+            field, _, detail = str(e).partition(": ")
+            raise ConfigError(field, detail) from e
         return self.replace(devices=count)
 
 
@@ -239,6 +240,10 @@ class TimeSeriesConfig(RunConfig):
 
     def with_devices(self, available):
         if self.stateful:  # one device: the carried states are per sequence
+            processes = len({getattr(d, "process_index", 0) for d in available})
+            if processes > 1:
+                raise ConfigError("stateful", f"trains on one device, in one process (the "
+                                  f"carried states are per sequence), got {processes} processes")
             return self.replace(devices=1)
         return super().with_devices(available)
 

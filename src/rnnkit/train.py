@@ -18,6 +18,7 @@ after every epoch ``metrics.jsonl``/``.csv``, TensorBoard events and the task's 
 """
 
 import collections
+import contextlib
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -26,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnkit import rundir
+from rnnkit import distributed, rundir
 from rnnkit.checkpoint import latest_checkpoint, save_checkpoint
+from rnnkit.parallel import local_copy, take_devices
 from rnnkit.progress import is_terminal, row_fields, write_json, write_metrics
 from rnnkit.rundir import RESUMABLE_FIELDS, read_data_source, read_run_config
 from rnnkit.steps import TrainingDiverged, TrainState, make_steps, make_train_step, place_data
@@ -109,18 +111,41 @@ def fit(config, datasets, *, out_dir, resume=False, data_source=None, log=print,
     out_dir = Path(out_dir)
     devices = jax.devices()
     config = config.replace(out=str(out_dir)).with_devices(devices)
-    with rundir.hold(out_dir) if resume else rundir.new_run(out_dir, log=log):
-        if resume:
+    main = distributed.is_main()  # of several processes (rnnkit.distributed), process 0 writes
+    if not main:
+        log, progress = _quiet, False
+    distributed.check_same_run(config, task, datasets)
+    with _run_folder(out_dir, resume, main, log):
+        if resume and not main:
+            state, history = _follow(config, task, out_dir), []
+        elif resume:
             state, history = _resume(config, task, out_dir, log, data_source)
         else:
             state, history = init_state(config, task), []
-        rundir.write_run_files(out_dir, config, data_source)
+        distributed.agree("resume", {"epoch": int(state.epoch), "step": int(state.step)})
+        if main:
+            rundir.write_run_files(out_dir, config, data_source)
         state = _epochs(state, history, config, task, datasets, out_dir,
-                        devices[:config.devices], log=log, progress=progress, stop=stop)
-        return FitResult(state, history, _finish(state, task, datasets, out_dir, log))
+                        take_devices(devices, config.devices), log=log, progress=progress,
+                        stop=stop, main=main)
+        test = _finish(local_copy(state), task, datasets, out_dir, log) if main else {}
+        return FitResult(state, history, test)
 
 
-def _epochs(state, history, config, task, data, out_dir, devices, *, log, progress, stop):
+def _quiet(*args):
+    """A log that drops its lines: only process 0 of several prints."""
+
+
+def _run_folder(out_dir, resume, main, log):
+    """Holds ``out_dir`` for the run; of several processes, only process 0 does (the others
+    never write it)."""
+    if not main:
+        return contextlib.nullcontext()
+    return rundir.hold(out_dir) if resume else rundir.new_run(out_dir, log=log)
+
+
+def _epochs(state, history, config, task, data, out_dir, devices, *, log, progress, stop,
+            main=True):
     """The epochs after ``state``'s up to ``config.epochs``; appends to ``history``."""
     steps = make_steps(make_optimizer(config), bptt=config.bptt, devices=devices,
                        loss=task.loss)
@@ -140,11 +165,13 @@ def _epochs(state, history, config, task, data, out_dir, devices, *, log, progre
             e.checkpoint = latest_checkpoint(out_dir / "checkpoints")
             raise
         _check(stop)
-        row = dict(epoch=epoch, **row, **task.validate(state.model, data),
-                   seconds=round(time.perf_counter() - started, 3))
         state = state._replace(epoch=jnp.asarray(epoch, jnp.int32))
-        _end_epoch(state, row, history, config, task, data, out_dir)
-        log(task.epoch_line(row))
+        if main:  # on its own copy of the replicated state; the others go on to the next epoch
+            own = local_copy(state)
+            row = dict(epoch=epoch, **row, **task.validate(own.model, data),
+                       seconds=round(time.perf_counter() - started, 3))
+            _end_epoch(own, row, history, config, task, data, out_dir)
+            log(task.epoch_line(row))
         _check(stop)
     return state
 
@@ -196,6 +223,16 @@ def _resume(config, task, out_dir, log, data_source):
     history = rundir.read_history(out_dir, done, fields=row_fields(task), log=log)
     write_metrics(out_dir, history, row_fields(task))  # drop the rows after the checkpoint
     return state, history
+
+
+def _follow(config, task, out_dir):
+    """The state a process other than 0 resumes from: the checkpoint process 0 resumes from
+    (the run folder must lie where every process reads it), or a new one."""
+    if rundir.can_start_over(out_dir):
+        return init_state(config, task)
+    state, saved = restore(out_dir, log=_quiet)
+    rundir.check_resumable(config, saved, int(state.epoch), out_dir)
+    return state
 
 
 def _finish(state, task, data, out_dir, log):
