@@ -116,9 +116,12 @@ def build_parser(task=DEFAULT):
     predict.add_argument("files", metavar="INPUT", nargs="+", help="MNIST: PNG (any size, "
                          "converted to 28x28 grayscale) or .npy of shape [28, 28], [784], "
                          "[N, 784], [N, 28, 28]; timeseries: .npy or .csv windows of the run's "
-                         "n_steps values")
+                         "n_steps values; dates: dates in words (\"April 22, 2019\"); spell: "
+                         "as MNIST")
     predict.add_argument("--invert", action="store_true", help="MNIST: invert the pixels (MNIST "
                          "digits are white on black; pass this for dark digits on light)")
+    predict.add_argument("--beam", type=int, metavar="N", help="dates, spell: decode by beam "
+                         "search of width N (default: greedy decoding)")
     predict.set_defaults(handler=_predict)
     generate = commands.add_parser("generate", help="extend a seed sequence with a time-series "
                                    "run's model, feeding each prediction back in")
@@ -342,8 +345,13 @@ def _evaluate(args):
 
 
 def _predict(args):
+    if args.beam is not None and args.beam < 1:
+        raise UsageError(f"--beam: expected a beam width >= 1, got {args.beam}")
     state, config = restore(args.run, log=_note)
     task = task_of(config.to_dict())
+    if args.beam is not None and not getattr(task, "decodes", False):
+        raise UsageError(f"--beam: the {task.name} task does not decode sequences (beam search "
+                         f"is for the encoder-decoder tasks: rnnkit tasks)")
     try:
         lines = list(task.predict(state.model, config, args.files, args))
     except ValueError as e:  # an input that cannot be read or does not fit the model

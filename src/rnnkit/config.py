@@ -273,3 +273,58 @@ class ReberConfig(RunConfig):
                        "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
     devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
                           "batch evenly with at least 16 examples each", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatesConfig(RunConfig):
+    """Date translation: "April 22, 2019" -> "2019-04-22", an encoder-decoder of characters
+    (``rnnkit.seq2seq``); dates drawn uniformly from 1000-01-01 to 9999-12-31."""
+
+    task: str = _task_field("dates")
+    cell: str = _field("gru", "memory cell of the encoder and the decoder", choices=CELLS)
+    units: int = _field(128, "neurons per layer of the encoder and of the decoder", minimum=1)
+    layers: int = _field(1, "stacked layers of each (a MultiRNNCell when above 1)", minimum=1)
+    activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    embedding_size: int = _field(32, "size of the character embeddings", minimum=1)
+    epochs: int = _field(10, "passes over the training dates", minimum=1)
+    batch_size: int = _field(100, "dates per training step", minimum=1)
+    lr: float = _field(0.003, "Adam learning rate")
+    seed: int = _field(42, "seed of the weights, the batch shuffling and the training dates "
+                       "(validation: seed + 1, test: seed + 2)", minimum=0)
+    train_size: int = _field(20000, "training dates", minimum=1)
+    validation_size: int = _field(2000, "validation dates (drawn from seed + 1)", minimum=1)
+    test_size: int = _field(2000, "test dates (drawn from seed + 2)", minimum=1)
+    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
+                             "default: runs/<timestamp>")
+    bptt: str = _field("auto", "how gradients flow back through time (see rnnkit train "
+                       "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
+    devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
+                          "batch evenly with at least 16 examples each", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpellConfig(RunConfig):
+    """Vector to sequence: spell an MNIST digit's class ("seven") from its image: an encoder
+    RNN reads the 28 rows, a decoder writes the word's letters until EOS."""
+
+    task: str = _task_field("spell")
+    data_dir: str | None = _field(None, "folder with MNIST's four IDX files; default: as "
+                                  "rnnkit train (the embedded 5,000-digit subset if none)")
+    download: bool = _field(False, "download MNIST if it is not found")
+    cell: str = _field("gru", "memory cell of the encoder and the decoder", choices=CELLS)
+    units: int = _field(128, "neurons per layer of the encoder and of the decoder", minimum=1)
+    layers: int = _field(1, "stacked layers of each (a MultiRNNCell when above 1)", minimum=1)
+    activation: str = _field("tanh", "activation of the basic cell", choices=tuple(ACTIVATIONS))
+    embedding_size: int = _field(16, "size of the letter embeddings", minimum=1)
+    epochs: int = _field(20, "passes over the training digits", minimum=1)
+    batch_size: int = _field(100, "digits per training step", minimum=1)
+    lr: float = _field(0.002, "Adam learning rate")
+    seed: int = _field(42, "seed of the weights and of the batch shuffling", minimum=0)
+    validation_size: int = _field(5000, "training images held out for validation (the "
+                                  "embedded subset holds out 500 of its own)", minimum=1)
+    out: str | None = _field(None, "run folder for config, metrics, plots and checkpoints; "
+                             "default: runs/<timestamp>")
+    bptt: str = _field("auto", "how gradients flow back through time (see rnnkit train "
+                       "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
+    devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
+                          "batch evenly with at least 16 examples each", minimum=0)

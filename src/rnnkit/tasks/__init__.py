@@ -5,11 +5,14 @@ one. A task of your own trains with ``rnnkit.train.fit(config, data, task=MyTask
 """
 
 from rnnkit.tasks.base import Task
+from rnnkit.tasks.dates import DatesTask
 from rnnkit.tasks.mnist import MnistTask
 from rnnkit.tasks.reber import ReberTask
+from rnnkit.tasks.spell import SpellTask
 from rnnkit.tasks.timeseries import TimeSeriesTask
 
-TASKS = {task.name: task for task in (MnistTask(), TimeSeriesTask(), ReberTask())}
+TASKS = {task.name: task for task in (MnistTask(), TimeSeriesTask(), ReberTask(), DatesTask(),
+                                      SpellTask())}
 DEFAULT = "mnist"
 
 
