@@ -328,3 +328,40 @@ class SpellConfig(RunConfig):
                        "--help)", choices=BPTT_MODES + tuple(BPTT_ALIASES))
     devices: int = _field(0, "devices each batch is split across; 0: as many as divide the "
                           "batch evenly with at least 16 examples each", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientFlowConfig(RunConfig):
+    """``rnnkit gradients``: BasicRNN, LSTM and GRU trained on the same budget to remember the
+    first step's class over ``n_steps`` steps of noise (``rnnkit.gradient_flow``)."""
+
+    n_steps: int = _field(100, "time steps of each sequence: the class at the first, noise "
+                          "after it", minimum=2)
+    classes: int = _field(4, "classes to remember (chance: 1 / classes)", minimum=2)
+    noise: float = _field(0.5, "standard deviation of the noise on the class inputs after the "
+                          "first step")
+    units: int = _field(32, "neurons of each cell", minimum=1)
+    train_steps: int = _field(2000, "Adam steps for each cell (the same budget for all)",
+                              minimum=1)
+    batch_size: int = _field(32, "sequences per training step (fresh ones every step)",
+                             minimum=1)
+    lr: float = _field(0.003, "Adam learning rate")
+    clip_norm: float = _field(1.0, "global norm the gradients are clipped to before each Adam "
+                              "step (0: no clipping)")
+    gate_bias: float = _field(3.0, "how far the gated cells start keeping their state: the "
+                              "LSTM's forget bias and minus its input gate's bias, the GRU's "
+                              "update gate bias (the cells' own: forget bias 1, the others 0)")
+    seed: int = _field(42, "seed of the weights and of the training sequences (the evaluation "
+                       "sequences: seed + 1)", minimum=0)
+    eval_size: int = _field(1000, "held-out sequences for the accuracy (the norms: the first "
+                            "256 of them)", minimum=1)
+    out: str | None = _field(None, "folder for gradient_norms.csv, gradient_norms.png and "
+                             "accuracy.csv; default: runs/gradients-<timestamp>")
+
+    def check(self):
+        for name, least in (("noise", 0.0), ("clip_norm", 0.0), ("gate_bias", -math.inf)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < least):
+                at_least = " >= 0" if least == 0.0 else ""
+                raise ConfigError(name, f"expected a finite number{at_least}, got {value!r}")

@@ -58,8 +58,12 @@ class SequenceClassifier:
                              f"got shape {images.shape}")
         x = images.reshape(images.shape[0], -1, n_inputs)  # [B, T, I]
         _, state = dynamic_rnn(self.cell, x, key=key, bptt=bptt)
+        return self.readout(state)
+
+    def readout(self, state):
+        """The logits ``[B, classes]`` of the cell's final state."""
         features = all_hidden(state) if self.concat_states else top_hidden(state)  # [B, F]
-        return self.dense(features)  # [B, classes]
+        return self.dense(features)
 
 
 def top_hidden(state):
