@@ -34,7 +34,7 @@ def reference_lstm(x, h_0, c_0, weights, seq_lengths, *, input_size, hidden_size
 def _lstm(seed, input_size=I, **options):
     """An LSTM cell whose weights and biases are all random and non-zero."""
     cell = rk.LSTMCell(input_size, H, key=jax.random.key(seed), **options)
-    b = 0.5 * jax.random.normal(jax.random.key(seed + 100), cell.b.shape)
+    b = 0.5 * jax.random.normal(jax.random.key(seed + 100), cell.b.shape, cell.b.dtype)
     return rk.LSTMCell.from_weights(cell.w_x, cell.w_h, b, forget_bias=cell.forget_bias,
                                     peepholes=cell.peepholes)
 
@@ -105,16 +105,27 @@ def test_on_a_gpu_plain_lstm_layers_run_on_cudnn(fake_gpu, bptt, shape):
         np.testing.assert_allclose(leaf, expected_leaf, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["peepholes", "sequence_length", "float64", "float64-inputs",
-                                  "gru"])
+def test_on_a_gpu_inputs_of_another_dtype_are_cast_and_run_on_cudnn(fake_gpu):
+    """An unroll computes in the weights' dtype: float64 inputs to a float32 LSTM are cast to
+    float32 and so go to cuDNN."""
+    with jax.enable_x64(True):
+        cell = _lstm(1)
+        x = jax.random.normal(jax.random.key(3), (B, T, I), jnp.float64)
+        got = rk.dynamic_rnn(cell, x, bptt="auto")
+        expected = rk.dynamic_rnn(cell, x.astype(jnp.float32), bptt="autodiff")
+    assert len(fake_gpu) == 1 and got[0].dtype == jnp.float32
+    for leaf, expected_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(leaf, expected_leaf, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["peepholes", "sequence_length", "float64", "gru"])
 def test_on_a_gpu_what_cudnn_cannot_compute_falls_back(fake_gpu, case):
     with jax.enable_x64(case.startswith("float64")):
         cell = {"peepholes": _lstm(1, use_peepholes=True),
                 "gru": rk.GRUCell(I, H, key=jax.random.key(1))}.get(case, _lstm(1))
         if case == "float64":
             cell = jax.tree.map(lambda w: jnp.asarray(w, jnp.float64), cell)
-        x_dtype = jnp.float64 if case == "float64-inputs" else cell.w_x.dtype
-        x = jax.random.normal(jax.random.key(3), (B, T, I), x_dtype)
+        x = jax.random.normal(jax.random.key(3), (B, T, I), cell.w_x.dtype)
         lengths = np.array([6, 2, 0], np.int32) if case == "sequence_length" else None
         got = rk.dynamic_rnn(cell, x, sequence_length=lengths, bptt="auto")
         expected = rk.dynamic_rnn(cell, x, sequence_length=lengths, bptt="autodiff")
