@@ -230,10 +230,7 @@ def leave(status):
     so that they stop too, and exits with ``status`` at once, without JAX's shutdown (which
     would wait for them). A no-op in a single process and after ``finish``."""
     if _session is not None and not _session.done.is_set():
-        _session.leave()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        _session.stop(None, status)
 
 
 class _Session:
@@ -281,10 +278,45 @@ class _Session:
 
     def _lost(self, what, grace=0.0):
         """Ends this process (from the watch's thread): the others cannot go on without one."""
-        if self.done.wait(grace):  # this process is ending by itself
-            return
-        _exit(f"{what}; process {self.index} stops too. The run folder keeps its "
-              f"checkpoints: start every process again with rnnkit train --resume RUN", 1)
+        if not self.done.wait(grace):  # unless this process is ending by itself meanwhile
+            self.stop(f"{what}; process {self.index} stops too. The run folder keeps its "
+                      f"checkpoints: start every process again with rnnkit train --resume "
+                      f"RUN", 1)
+
+    def stop(self, message, status):
+        """Ends this process with ``message`` (if any) and ``status``, at once (JAX's shutdown
+        would wait for the others): tells the others, which then stop too; process 0 first
+        waits for them (at most ``timeout`` seconds), as its exit ends its coordinator, which
+        JAX makes the others' abrupt end."""
+        self.done.set()
+        if message:
+            print(f"rnnkit: error: {message}", file=sys.stderr, flush=True)
+        try:
+            self._set(f"stopped/{self.index}", "1")
+            if self.index == 0:
+                self._wait_for_others()
+        except Exception:  # noqa: BLE001, S110 (the coordinator is gone: nothing to tell)
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    def _wait_for_others(self):
+        """Returns once every other process has stopped, finished or fallen silent."""
+        seen, deadline = {}, time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            state, now = dict(self.client.key_value_dir_get(f"{_KEYS}/")), time.monotonic()
+            alive = False
+            for other in range(1, self.count):
+                if f"{_KEYS}/stopped/{other}" in state or f"{_KEYS}/finished/{other}" in state:
+                    continue
+                beat = state.get(f"{_KEYS}/beat/{other}")
+                if seen.get(other, (None,))[0] != beat:
+                    seen[other] = (beat, now)
+                alive = alive or now - seen[other][1] < 3 * BEAT
+            if not alive:
+                return
+            time.sleep(BEAT / 4)
 
     def agree(self, name, values):
         self.agreements += 1
@@ -315,10 +347,3 @@ class _Session:
         for other in range(self.count):
             self._wait(f"{_KEYS}/finished/{other}")
         self.done.set()
-
-    def leave(self):
-        self.done.set()
-        try:
-            self._set(f"stopped/{self.index}", "1")
-        except Exception:  # noqa: BLE001, S110 (the coordinator is gone: the others see it)
-            pass
