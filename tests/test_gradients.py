@@ -54,31 +54,33 @@ def _problem(name):
 def _loss(outputs, final, first=0):
     """A loss of the outputs (each step weighted by its number; ``outputs`` may start at step
     ``first``) and of every leaf of the final state."""
-    weights = jnp.arange(first + 1, first + 1 + outputs.shape[1], dtype=outputs.dtype)
+    weights = first + 1 + jnp.arange(outputs.shape[1], dtype=outputs.dtype)
     return (jnp.sum(jnp.sin(outputs) * weights[None, :, None])
             + sum(jnp.sum(jnp.cos(s) * (i + 1)) for i, s in enumerate(jax.tree.leaves(final))))
 
 
 def _direct(cell, x, state0, lengths):
     """``dL/ds_t`` by autodiff of the rest of the sequence run from ``s_t``, step by step:
-    the state after the first ``t`` steps, then the loss of steps ``t+1..T`` from it."""
-    lengths = np.full(B, T) if lengths is None else lengths
-    grads = []
-    for t in range(1, T + 1):
-        _, s_t = rk.dynamic_rnn(cell, x[:, :t], sequence_length=np.minimum(lengths, t),
+    the state after the first ``t`` steps, then the loss of steps ``t+1..T`` from it (the
+    inputs rolled so that step ``t+1`` comes first; what wraps around lies past the lengths)."""
+    lengths = jnp.full(B, T) if lengths is None else jnp.asarray(lengths)
+
+    @jax.jit
+    def at(t):
+        _, s_t = rk.dynamic_rnn(cell, x, sequence_length=jnp.minimum(lengths, t),
                                 initial_state=state0, bptt="autodiff")
 
-        def rest(s, t=t):
-            if t == T:
-                return _loss(jnp.zeros((B, 0, cell.output_size)), s)
-            outputs, final = rk.dynamic_rnn(cell, x[:, t:], initial_state=s, bptt="autodiff",
-                                            sequence_length=np.maximum(lengths - t, 0))
+        def rest(s):
+            outputs, final = rk.dynamic_rnn(cell, jnp.roll(x, -t, axis=1), initial_state=s,
+                                            sequence_length=jnp.maximum(lengths - t, 0),
+                                            bptt="autodiff")
             return _loss(outputs, final, first=t)
 
-        here = jnp.asarray(t <= lengths)  # past its length a sequence makes no state
-        grads.append(jax.tree.map(
-            lambda g: jnp.where(here.reshape(-1, *[1] * (g.ndim - 1)), g, 0.0),
-            jax.grad(rest)(s_t)))
+        here = t <= lengths  # past its length a sequence makes no state
+        return jax.tree.map(lambda g: jnp.where(here.reshape(-1, *[1] * (g.ndim - 1)), g, 0.0),
+                            jax.grad(rest)(s_t))
+
+    grads = [at(t) for t in range(1, T + 1)]
     return jax.tree.map(lambda *g: jnp.stack(g), *grads)  # leaves [T, B, ...]
 
 
