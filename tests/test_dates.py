@@ -120,12 +120,11 @@ def test_bad_input_is_one_line_and_exit_2(dates_run, argv, message):
     assert stderr.count("\n") == 1 and message in stderr, stderr
 
 
-def test_beam_is_refused_for_a_task_that_does_not_decode(dates_run, tmp_path):
-    series = tmp_path / "series"
-    assert run("train", "--task", "timeseries", "--units", "4", "--epochs", "1",
-               "--steps-per-epoch", "2", "--validation-windows", "10", "--out", series)[0] == 0
-    status, _, stderr = run("predict", series, "--beam", "2", "x.npy")
-    assert status == 2 and "--beam: the timeseries task does not decode" in stderr
+def test_beam_is_refused_for_a_task_that_does_not_decode(dates_run, monkeypatch):
+    out, _ = dates_run
+    monkeypatch.setattr(type(get_task("dates")), "decodes", False)  # as the other tasks
+    status, _, stderr = run("predict", out, "--beam", "2", "April 22, 2019")
+    assert status == 2 and "--beam: the dates task does not decode sequences" in stderr
 
 
 def test_the_spell_task_spells_digits(tmp_path, monkeypatch):
