@@ -78,8 +78,8 @@ def beam_search(decoder: StepDecoder, state, *, width, max_length, length_penalt
 
 def _emittable(log_probs):
     """``log_probs [..., V]`` with PAD and SOS impossible: a decoder emits neither."""
-    banned = (jnp.arange(log_probs.shape[-1]) == PAD) | (jnp.arange(log_probs.shape[-1]) == SOS)
-    return jnp.where(banned, -jnp.inf, log_probs)
+    ids = jnp.arange(log_probs.shape[-1])
+    return jnp.where((ids == PAD) | (ids == SOS), -jnp.inf, log_probs)
 
 
 def _score_dtype(decoder, tokens, state):
