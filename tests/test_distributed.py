@@ -168,16 +168,31 @@ def test_a_run_of_two_processes_resumes_in_one(two_by_two):
     assert_same_numbers(after_one, out)
 
 
+def slurm_job():
+    """A SLURM job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
+    for port in range(61440, 65536):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return str(port - 61440)
+    pytest.skip("no free port in 61440-65535")
+
+
 def test_processes_started_with_different_configurations_are_refused_by_name(mnist, tmp_path):
-    port = free_port()
-    common = ["--data-dir", mnist, "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2,
-              "--cpu-devices", 2, "--out", tmp_path]
-    started = [rnnkit(*MNIST, *common, "--process-id", 0),
-               rnnkit(*MNIST, "--units", 9, *common, "--process-id", 1)]
+    """Launched by SLURM (its variables, as srun sets them): JAX's cluster detection finds
+    the coordinator, the process count and ids without rnnkit's flags."""
+    job = {"SLURM_JOB_ID": slurm_job(), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2"}
+    common = ["--data-dir", mnist, "--cpu-devices", 2, "--out", tmp_path]
+    started = [rnnkit(*MNIST, *units, *common, env=job | {"SLURM_PROCID": str(i),
+                                                          "SLURM_LOCALID": str(i)})
+               for i, units in enumerate([[], ["--units", 9]])]
     (status, _, stderr), (status_1, _, stderr_1) = results(started)
     assert (status, status_1) == (2, 2), (stderr, stderr_1)
     assert stderr == ("rnnkit: error: process 1 was started with units=9, process 0 with 8; "
-                      "start every process with the same command but --process-id\n")
+                      "give every process the same rnnkit train flags (but its own "
+                      "--process-id)\n")
     assert "process 0 was started with units=8, process 1 with 9" in stderr_1
     assert not (tmp_path / "checkpoints").exists()
 

@@ -4,11 +4,12 @@ Every process runs the same ``rnnkit train``; process 0 also runs the coordinato
 service the others reach at ``HOST:PORT``. JAX then sees the devices of every process as one
 set: a batch is split across all of them (``rnnkit.parallel``), each process feeding its own
 devices' slices, and XLA's all-reduce spans the processes (on CPUs through gloo, on GPUs
-through NCCL). What ``initialize`` adds to ``jax.distributed.initialize``::
+through NCCL). What rnnkit adds to ``jax.distributed.initialize``::
 
-    join the coordinator; not all there within `timeout` s      -> one line, exit status 2
-    watch the others: one silent for `timeout` s, or stopped    -> one line, exit status 1
-    check_same_run(config, arrays): the same run everywhere     -> DistributedError, named
+    initialize: not every process there within `timeout` s     -> one line, exit status 2
+      then a watch: another silent for `timeout` s, or stopped  -> one line, exit status 1
+    check_same_run(config, task, data): another config or data  -> DistributedError, named
+    finish(): wait for all; leave(status): stop all             -> no process left waiting
 
 JAX's own reactions to these (a C++ check failure, a hang in a collective) come later, or not
 at all. Only process 0 (``is_main()``) writes the run folder and prints; ``docs/parallel.md``
@@ -328,8 +329,8 @@ class _Session:
                 if values.get(field) != theirs.get(field):
                     raise DistributedError(
                         f"process {other} was started with {field}={theirs.get(field)!r}, "
-                        f"process {self.index} with {values.get(field)!r}; start every "
-                        f"process with the same command but --process-id")
+                        f"process {self.index} with {values.get(field)!r}; give every process "
+                        f"the same rnnkit train flags (but its own --process-id)")
 
     def _wait(self, key):
         """The value of ``key`` once its process has set it (the watch ends this process if
