@@ -18,6 +18,7 @@ says how to launch a run.
 
 import atexit
 import json
+import math
 import os
 import socket
 import sys
@@ -78,7 +79,8 @@ def initialize(coordinator=None, num_processes=None, process_id=None, *, timeout
     try:
         jax.distributed.initialize(
             coordinator, num_processes, process_id, initialization_timeout=int(timeout) + 30,
-            heartbeat_timeout_seconds=int(2 * timeout) + 10, shutdown_timeout_seconds=int(timeout))
+            heartbeat_timeout_seconds=int(2 * timeout) + 10,
+            shutdown_timeout_seconds=math.ceil(timeout))
     except (RuntimeError, ValueError) as e:  # XlaRuntimeError is a RuntimeError
         raise DistributedError(_join_error(e, coordinator)) from None
     finally:
