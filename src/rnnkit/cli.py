@@ -119,7 +119,8 @@ def build_parser(task=DEFAULT):
                          "converted to 28x28 grayscale) or .npy of shape [28, 28], [784], "
                          "[N, 784], [N, 28, 28]; timeseries: .npy or .csv windows of the run's "
                          "n_steps values; dates: dates in words (\"April 22, 2019\"); spell: "
-                         "as MNIST")
+                         "as MNIST; reber: strings of the letters BEPSTVX (one line each: the "
+                         "string, good or bad, the verdict's probability)")
     predict.add_argument("--invert", action="store_true", help="MNIST: invert the pixels (MNIST "
                          "digits are white on black; pass this for dark digits on light)")
     predict.add_argument("--beam", type=int, metavar="N", help="dates, spell: decode by beam "
