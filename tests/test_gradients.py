@@ -4,6 +4,7 @@ gradients`` writes its files."""
 
 import contextlib
 import io
+import json
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,7 @@ def test_the_gradients_command_writes_the_norms_the_plot_and_the_accuracies(tmp_
     accuracy = (out / "accuracy.csv").read_text().splitlines()
     assert accuracy[0] == "cell,accuracy,train_steps,seconds" and len(accuracy) == 4
     assert (out / "gradient_norms.png").stat().st_size > 10_000
+    assert json.loads((out / "gradient_flow.json").read_text())["train_steps"] == 3
     assert stdout.count("% (chance 25%)") == 3 and str(out) in stdout
 
 
@@ -184,3 +186,8 @@ def test_bad_gradients_flags_are_one_line(tmp_path, argv, needle):
     status, stdout, stderr = run("gradients", "--out", tmp_path / "x", *argv)
     assert status == 2 and stderr.count("\n") == 1 and needle in stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_gradients_needs_out():
+    status, _, stderr = run("gradients")
+    assert status == 2 and "--out: expected the folder" in stderr and stderr.count("\n") == 1

@@ -7,7 +7,7 @@
     rnnkit predict RUN INPUT...                    per input: the input, then the prediction
     rnnkit generate RUN --steps N                  extend a sequence (the time-series task)
     rnnkit runs [DIR]                              the runs in DIR, newest first
-    rnnkit gradients [--out DIR]                   gradient flow through time, per cell
+    rnnkit gradients --out DIR                     gradient flow through time, per cell
 
 The ``train`` flags are built from the task's configuration fields (``TrainConfig`` for MNIST). Usage errors, bad values, missing
 or corrupt data, runs and checkpoints, and files that cannot be read or written print one line
@@ -400,8 +400,11 @@ def _gradients(args):
         config = GradientFlowConfig(**given).validate()
     except ConfigError as e:
         raise UsageError(f"--{e.field.replace('_', '-')}: {e.detail}") from e
-    out = Path(config.out or Path("runs") / time.strftime("gradients-%Y%m%d-%H%M%S"))
-    run_gradient_flow(config.replace(out=str(out)), out)
+    if config.out is None:
+        raise UsageError("--out: expected the folder to write the norms, the plot and the "
+                         "accuracies into (rnnkit gradients --out DIR)")
+    out = Path(config.out)
+    run_gradient_flow(config, out)
     print(f"gradient_norms.csv, gradient_norms.png and accuracy.csv saved to {out}")
 
 

@@ -355,8 +355,8 @@ class GradientFlowConfig(RunConfig):
                        "sequences: seed + 1)", minimum=0)
     eval_size: int = _field(1000, "held-out sequences for the accuracy (the norms: the first "
                             "256 of them)", minimum=1)
-    out: str | None = _field(None, "folder for gradient_norms.csv, gradient_norms.png and "
-                             "accuracy.csv; default: runs/gradients-<timestamp>")
+    out: str | None = _field(None, "folder for gradient_norms.csv, gradient_norms.png, "
+                             "accuracy.csv and gradient_flow.json (required)")
 
     def check(self):
         for name, least in (("noise", 0.0), ("clip_norm", 0.0), ("gate_bias", -math.inf)):

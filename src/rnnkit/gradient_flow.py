@@ -12,7 +12,8 @@ steps of recurrence. For each of BasicRNN (tanh), LSTM and GRU::
     norms["trained"] = ...; accuracy on held-out sequences
 
 ``run`` writes ``gradient_norms.csv`` (``cell,phase,step,norm``; the LSTM's cell state ``c`` as
-cell ``lstm-c``), ``gradient_norms.png`` and ``accuracy.csv``. See ``docs/gradients.md``.
+cell ``lstm-c``), ``gradient_norms.png``, ``accuracy.csv`` and the configuration,
+``gradient_flow.json``. See ``docs/gradients.md``.
 """
 
 import csv
@@ -132,7 +133,7 @@ def run(config, out_dir, *, log=print):
             for t, v in enumerate(values.tolist())])
     _write(out_dir / "accuracy.csv", ["cell", "accuracy", "train_steps", "seconds"],
            [(kind, f"{acc:.4f}", config.train_steps, f"{s:.1f}") for kind, acc, s in rows])
-    with atomic_write(out_dir / "config.json") as out:
+    with atomic_write(out_dir / "gradient_flow.json") as out:  # not a run's config.json
         out.write((json.dumps(config.to_dict(), indent=2) + "\n").encode())
     plot_norms(norms, out_dir / "gradient_norms.png", config, accuracies)
     return {"norms": norms, "accuracy": accuracies}
