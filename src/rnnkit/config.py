@@ -100,7 +100,8 @@ class RunConfig:
 
     @classmethod
     def default(cls, name):
-        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+        """The default of the field ``name``, or None if the class has no such field."""
+        return next((f.default for f in dataclasses.fields(cls) if f.name == name), None)
 
     def with_devices(self, available):
         """The config with ``devices`` resolved against the ``available`` devices (a list):
